@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Creates the project's environment from nothing, and brings it up to date when it exists:
+#   1. a Python venv (.venv, or $DP_VENV) with the pinned requirements (ROS 2 Kilted wheels,
+#      torch, the suite's libraries, build and test tools),
+#   2. the repairs the ROS 2 wheels need before colcon can build interfaces,
+#   3. a colcon build of src/ into build/ and install/.
+# Each step is skipped when its inputs have not changed since it last succeeded, so running
+# it twice does the work once.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+VENV=${DP_VENV:-$ROOT/.venv}
+PYTHON=${DP_PYTHON:-python3}
+
+log() { printf '[setup] %s\n' "$*"; }
+
+hash_of() {  # sha256 over the names and contents of the given files
+  sha256sum "$@" | sha256sum | cut -d' ' -f1
+}
+
+# 1. venv and requirements ----------------------------------------------------------------------
+if [[ ! -x $VENV/bin/python ]]; then
+  log "creating venv $VENV"
+  "$PYTHON" -m venv "$VENV"
+fi
+requirements_stamp="$VENV/.dp-requirements.sha256"
+requirements_hash=$(
+  { hash_of "$ROOT"/requirements/*.txt "$ROOT/scripts/fix_ros_wheels.py"; "$VENV/bin/python" -VV; } \
+    | sha256sum | cut -d' ' -f1
+)
+if [[ -f $requirements_stamp && $(cat "$requirements_stamp") == "$requirements_hash" ]]; then
+  log "requirements up to date"
+else
+  log "installing requirements/all.txt (torch alone takes a few minutes the first time)"
+  "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -r "$ROOT/requirements/all.txt"
+  # 2. The wheels' CMake exports name the wheel builder's interpreter; point them here.
+  "$VENV/bin/python" "$ROOT/scripts/fix_ros_wheels.py"
+  echo "$requirements_hash" >"$requirements_stamp"
+fi
+
+# 3. colcon build ------------------------------------------------------------------------------
+source "$ROOT/scripts/env.sh" --no-workspace
+build_stamp="$ROOT/install/.dp-build.sha256"
+mapfile -t sources < <(
+  cd "$ROOT" && find src colcon.meta -type f -not -path '*/__pycache__/*' -not -name '*.pyc' | LC_ALL=C sort
+)
+build_hash=$(cd "$ROOT" && { hash_of "${sources[@]}"; echo "$requirements_hash"; } | sha256sum | cut -d' ' -f1)
+if [[ -f $build_stamp && $(cat "$build_stamp") == "$build_hash" ]]; then
+  log "workspace build up to date"
+else
+  log "colcon build"
+  (cd "$ROOT" && colcon build --base-paths src --metas colcon.meta --event-handlers console_stderr- summary+)
+  echo "$build_hash" >"$build_stamp"
+fi
+log "done: source scripts/env.sh to use the workspace"
