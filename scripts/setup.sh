@@ -32,7 +32,10 @@ if [[ -f $requirements_stamp && $(cat "$requirements_stamp") == "$requirements_h
   log "requirements up to date"
 else
   log "installing requirements/all.txt (torch alone takes a few minutes the first time)"
-  "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -r "$ROOT/requirements/all.txt"
+  # The machine's pip configuration names index folders that may not exist; pip warns about
+  # each one for every package. Those warnings are dropped; pip's exit status is kept.
+  "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check \
+    -r "$ROOT/requirements/all.txt" 2>&1 | { grep -v 'is ignored: it is neither a file nor a directory' || true; }
   # 2. The wheels' CMake exports name the wheel builder's interpreter; point them here.
   "$VENV/bin/python" "$ROOT/scripts/fix_ros_wheels.py"
   echo "$requirements_hash" >"$requirements_stamp"

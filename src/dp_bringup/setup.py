@@ -19,7 +19,9 @@ setup(
     zip_safe=True,
     maintainer="Diffusion Policy ROS maintainers",
     maintainer_email="maintainers@example.org",
-    description="Launch files, parameter YAML and RViz configurations of the Diffusion Policy suite.",
+    description=(
+        "Launch files, parameter YAML and RViz configurations of the Diffusion Policy suite."
+    ),
     license="Apache-2.0",
     extras_require={"test": ["pytest"]},
     entry_points={"console_scripts": []},

@@ -1,5 +1,3 @@
-from glob import glob
-
 from setuptools import find_packages, setup
 
 PACKAGE_NAME = "dp_policy"
@@ -16,7 +14,10 @@ setup(
     zip_safe=True,
     maintainer="Diffusion Policy ROS maintainers",
     maintainer_email="maintainers@example.org",
-    description="The diffusion policy without ROS: models, noise schedules, normalizer, datasets, training, checkpoints, the receding-horizon runtime and offline evaluation.",
+    description=(
+        "The diffusion policy without ROS: models, noise schedules, normalizer, datasets, "
+        "training, checkpoints, the receding-horizon runtime and offline evaluation."
+    ),
     license="Apache-2.0",
     extras_require={"test": ["pytest"]},
     entry_points={"console_scripts": []},

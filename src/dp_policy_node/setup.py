@@ -1,5 +1,3 @@
-from glob import glob
-
 from setuptools import find_packages, setup
 
 PACKAGE_NAME = "dp_policy_node"
@@ -16,7 +14,10 @@ setup(
     zip_safe=True,
     maintainer="Diffusion Policy ROS maintainers",
     maintainer_email="maintainers@example.org",
-    description="The inference node: serves a dp_policy checkpoint as latency-compensated JointTrajectory action chunks.",
+    description=(
+        "The inference node: serves a dp_policy checkpoint as latency-compensated "
+        "JointTrajectory action chunks."
+    ),
     license="Apache-2.0",
     extras_require={"test": ["pytest"]},
     entry_points={"console_scripts": []},

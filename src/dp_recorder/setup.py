@@ -1,5 +1,3 @@
-from glob import glob
-
 from setuptools import find_packages, setup
 
 PACKAGE_NAME = "dp_recorder"
@@ -16,7 +14,9 @@ setup(
     zip_safe=True,
     maintainer="Diffusion Policy ROS maintainers",
     maintainer_email="maintainers@example.org",
-    description="The demonstration recorder: teleoperated episodes to rosbag2 (MCAP), one bag per episode.",
+    description=(
+        "The demonstration recorder: teleoperated episodes to rosbag2 (MCAP), one bag per episode."
+    ),
     license="Apache-2.0",
     extras_require={"test": ["pytest"]},
     entry_points={"console_scripts": []},

@@ -1,5 +1,3 @@
-from glob import glob
-
 from setuptools import find_packages, setup
 
 PACKAGE_NAME = "dp_sim"
@@ -16,7 +14,10 @@ setup(
     zip_safe=True,
     maintainer="Diffusion Policy ROS maintainers",
     maintainer_email="maintainers@example.org",
-    description="A PushT simulation (gym-pusht) that behaves like a ROS 2 robot, and a scripted teleoperation expert.",
+    description=(
+        "A PushT simulation (gym-pusht) that behaves like a ROS 2 robot, and a scripted "
+        "teleoperation expert."
+    ),
     license="Apache-2.0",
     extras_require={"test": ["pytest"]},
     entry_points={"console_scripts": []},
