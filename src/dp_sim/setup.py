@@ -20,5 +20,10 @@ setup(
     ),
     license="Apache-2.0",
     extras_require={"test": ["pytest"]},
-    entry_points={"console_scripts": []},
+    entry_points={
+        "console_scripts": [
+            "sim_node = dp_sim.sim_node:main",
+            "expert_node = dp_sim.expert_node:main",
+        ]
+    },
 )
