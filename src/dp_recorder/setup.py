@@ -8,7 +8,7 @@ setup(
     packages=find_packages(exclude=["test"]),
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE_NAME}"]),
-        (f"share/{PACKAGE_NAME}", ["package.xml"]),
+        (f"share/{PACKAGE_NAME}", ["package.xml", "README.md"]),
     ],
     install_requires=["setuptools"],
     zip_safe=True,
@@ -19,5 +19,11 @@ setup(
     ),
     license="Apache-2.0",
     extras_require={"test": ["pytest"]},
-    entry_points={"console_scripts": []},
+    entry_points={
+        "console_scripts": [
+            "recorder_node = dp_recorder.recorder_node:main",
+            "recover = dp_recorder.recover:main",
+            "pattern_publisher = dp_recorder.testing.pattern_publisher:main",
+        ]
+    },
 )

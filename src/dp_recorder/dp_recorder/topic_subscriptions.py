@@ -1,0 +1,180 @@
+"""Raw subscriptions to the recorded topics, created and adapted as the graph changes.
+
+Each configured topic gets a subscription once a publisher appears in the graph: its type comes
+from the configuration or, when not given, from the graph; its QoS from the publishers (see
+``qos_matching``). Messages are taken serialised (``raw=True``): nothing is decoded on the way
+to the bag. The graph is polled, so that topics whose publishers start later are picked up, and
+a subscription that a new publisher cannot serve (a best-effort publisher after a reliable one)
+is recreated. A topic whose publishers disappear keeps its subscription: when they come back,
+recording goes on.
+
+Latched (transient-local) topics deliver their message once, usually long before an episode
+starts; the latest message of each of their publishers is kept, so that every episode's bag
+starts with them.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, QoSProfile
+from rclpy.subscription import Subscription
+
+from dp_recorder.episode_writer import TopicInfo
+from dp_recorder.message_definitions import (
+    MessageDefinitionError,
+    MessageDefinitions,
+    normalize_type_name,
+)
+from dp_recorder.qos_matching import describe, is_compatible, subscription_qos, to_bag_qos
+
+
+@dataclass(frozen=True)
+class TopicRequest:
+    """A configured topic: "name" or "name=pkg/msg/Type"."""
+
+    name: str
+    msgtype: str = ""  # empty: taken from the graph
+
+    @classmethod
+    def parse(cls, entry: str) -> TopicRequest:
+        name, _, msgtype = entry.strip().partition("=")
+        name = name.strip()
+        if not name:
+            raise ValueError(f"topic entry {entry!r} has no topic name")
+        return cls(name, normalize_type_name(msgtype) if msgtype.strip() else "")
+
+
+@dataclass
+class RecordedTopic:
+    """A topic with its subscription."""
+
+    info: TopicInfo
+    qos: QoSProfile
+    subscription: Subscription
+    latched_messages: dict[bytes, tuple[int, bytes]] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self.info.name
+
+    @property
+    def latched(self) -> bool:
+        return self.qos.durability == DurabilityPolicy.TRANSIENT_LOCAL
+
+
+MessageCallback = Callable[[RecordedTopic, bytes, dict[str, Any]], None]
+
+
+class TopicSubscriptions:
+    """The recorder's subscriptions; every method runs in the node's executor."""
+
+    def __init__(
+        self,
+        node: Node,
+        requests: list[TopicRequest],
+        depth: int,
+        definitions: MessageDefinitions,
+        on_message: MessageCallback,
+        on_new_topic: Callable[[RecordedTopic], None],
+    ) -> None:
+        self._node = node
+        self._requests = {node.resolve_topic_name(r.name): r for r in requests}
+        self._depth = depth
+        self._definitions = definitions
+        self._on_message = on_message
+        self._on_new_topic = on_new_topic
+        self.topics: dict[str, RecordedTopic] = {}
+        self._reported: set[tuple[str, str]] = set()
+
+    @property
+    def requested(self) -> list[str]:
+        return list(self._requests)
+
+    def waiting_for(self) -> list[str]:
+        """Configured topics without publishers so far."""
+        return [name for name in self._requests if name not in self.topics]
+
+    def poll_graph(self) -> None:
+        """Subscribe to topics that have publishers now; adapt subscriptions that cannot serve."""
+        for name, request in self._requests.items():
+            publishers = self._node.get_publishers_info_by_topic(name)
+            if not publishers:
+                continue
+            recorded = self.topics.get(name)
+            if recorded is None:
+                self._subscribe(name, request, publishers)
+            elif not all(is_compatible(recorded.qos, p.qos_profile) for p in publishers):
+                self._resubscribe(recorded, publishers)
+
+    def _subscribe(self, name: str, request: TopicRequest, publishers: list) -> None:
+        graph_types = sorted({p.topic_type for p in publishers})
+        msgtype = request.msgtype or (graph_types[0] if len(graph_types) == 1 else "")
+        if not msgtype:
+            self._report_once(
+                name,
+                "types",
+                f"not recording {name}: its publishers disagree on the type ({graph_types}); "
+                "give the type in the topics parameter (name=pkg/msg/Type)",
+            )
+            return
+        if any(t != msgtype for t in graph_types):
+            self._report_once(
+                name,
+                "mismatch",
+                f"not recording {name}: configured as {msgtype}, published as {graph_types}",
+            )
+            return
+        try:
+            definition = self._definitions.get(msgtype)
+            message_class = message_class_of(msgtype)
+        except (MessageDefinitionError, ImportError, AttributeError) as error:
+            self._report_once(name, "type", f"not recording {name}: {error}")
+            return
+        profiles = [p.qos_profile for p in publishers]
+        qos = subscription_qos(profiles, self._depth)
+        info = TopicInfo(name, definition, tuple(to_bag_qos(p) for p in profiles))
+        recorded = RecordedTopic(info, qos, None)  # type: ignore[arg-type]
+        recorded.subscription = self._create(message_class, recorded)
+        self.topics[name] = recorded
+        self._node.get_logger().info(f"recording {name} ({msgtype}; {describe(qos)})")
+        self._on_new_topic(recorded)
+
+    def _resubscribe(self, recorded: RecordedTopic, publishers: list) -> None:
+        profiles = [p.qos_profile for p in publishers]
+        qos = subscription_qos(profiles, self._depth)
+        old = recorded.subscription
+        recorded.qos = qos
+        recorded.info = TopicInfo(
+            recorded.info.name, recorded.info.definition, tuple(to_bag_qos(p) for p in profiles)
+        )
+        # The new subscription exists before the old one goes, so that no publisher that both
+        # serve is missed in between.
+        recorded.subscription = self._create(message_class_of(recorded.info.msgtype), recorded)
+        self._node.destroy_subscription(old)
+        self._node.get_logger().info(
+            f"{recorded.name}: publishers changed, now subscribed with {describe(qos)}"
+        )
+
+    def _create(self, message_class: type, recorded: RecordedTopic) -> Subscription:
+        def callback(data: bytes, info: dict[str, Any]) -> None:
+            self._on_message(recorded, data, info)
+
+        return self._node.create_subscription(
+            message_class, recorded.name, callback, recorded.qos, raw=True
+        )
+
+    def _report_once(self, topic: str, kind: str, text: str) -> None:
+        if (topic, kind) not in self._reported:
+            self._reported.add((topic, kind))
+            self._node.get_logger().error(text)
+
+
+def message_class_of(msgtype: str) -> type:
+    """The Python class of "pkg/msg/Name"; raises ImportError or AttributeError."""
+    package, _, name = normalize_type_name(msgtype).split("/")
+    return getattr(importlib.import_module(f"{package}.msg"), name)
