@@ -1,0 +1,132 @@
+"""The serving fast path samples the same chunks as the library path."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from dp_policy_test_factories import fitted_policy, make_observations, tiny_config
+
+from dp_policy.fast_sampling import (
+    FastChunkSampler,
+    conv1d_as_gemm,
+    conv_transpose1d_as_gemm,
+)
+from dp_policy.static_schedule import static_schedule
+
+BENCH = Path(__file__).resolve().parents[3] / "bench" / "inference_latency.py"
+
+
+def test_convolutions_as_gemm_equal_the_torch_layers():
+    torch.manual_seed(0)
+    layers = [
+        torch.nn.Conv1d(6, 4, 1),
+        torch.nn.Conv1d(6, 4, 3, padding=1),
+        torch.nn.Conv1d(6, 4, 5, padding=2),
+        torch.nn.Conv1d(6, 6, 3, stride=2, padding=1),  # the U-Net's downsampling
+    ]
+    x = torch.randn(2, 6, 8)
+    for conv in layers:
+        assert torch.allclose(conv1d_as_gemm(x, conv), conv(x), atol=1e-5)
+    upsample = torch.nn.ConvTranspose1d(6, 5, 4, stride=2, padding=1)  # the U-Net's upsampling
+    assert torch.allclose(conv_transpose1d_as_gemm(x, upsample), upsample(x), atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("backbone", "scheduler", "steps", "conv_mode"),
+    [
+        ("unet", "DDIMScheduler", 10, "native"),
+        ("unet", "DDIMScheduler", 16, "gemm"),
+        ("unet", "DDPMScheduler", 100, "gemm"),
+        ("transformer", "DDIMScheduler", 10, "native"),
+        ("transformer", "DDPMScheduler", 30, "native"),
+    ],
+)
+def test_fast_sampler_matches_the_library_path(backbone, scheduler, steps, conv_mode):
+    config = tiny_config(backbone, cameras=scheduler == "DDIMScheduler")
+    policy = fitted_policy(config).eval()
+    observations = make_observations(config, 2)
+    generator = torch.Generator().manual_seed(0)
+    noise = torch.randn((2, 8, 2), generator=generator)
+    # The library's DDPM draws one noise tensor per step from the generator, in order.
+    step_noise = torch.stack([torch.randn((2, 8, 2), generator=generator) for _ in range(steps)])
+    with torch.no_grad():
+        replay = torch.Generator().manual_seed(0)
+        torch.randn((2, 8, 2), generator=replay)
+        features = policy.encode_observations(observations)
+        expected = policy.sample_normalized(features, noise, steps, scheduler, replay)
+        fast = FastChunkSampler(policy, scheduler, steps, conv_mode=conv_mode)
+        actual = fast.sample_normalized(observations, noise, step_noise)
+        actions = fast.unnormalize(actual)
+    assert (actual - expected).abs().max() < 1e-4
+    assert torch.allclose(actions, policy.normalizer.unnormalize("action", expected), atol=1e-3)
+
+
+def test_half_precision_weights_stay_close():
+    config = tiny_config("unet", cameras=False)
+    policy = fitted_policy(config).eval()
+    observations = make_observations(config, 2)
+    noise = torch.randn((2, 8, 2), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        reference = FastChunkSampler(policy).sample_normalized(observations, noise)
+        for mixed in (False, True):
+            half = FastChunkSampler(policy, dtype=torch.bfloat16, conv_mode="gemm", mixed=mixed)
+            chunk = half.sample_normalized(observations, noise)
+            assert chunk.dtype == torch.float32
+            assert (chunk - reference).abs().max() < 0.1
+
+
+def test_static_schedule_refuses_other_schedulers():
+    config = tiny_config().noise
+    assert static_schedule(config).timesteps == (90, 80, 70, 60, 50, 40, 30, 20, 10, 0)
+    with pytest.raises(ValueError, match="DDIMScheduler and DDPMScheduler"):
+        static_schedule(config, "DPMSolverMultistepScheduler", 10)
+
+
+@pytest.mark.skipif(not BENCH.is_file(), reason="bench/ is not part of an installed package")
+def test_latency_benchmark_smoke_mode_runs(tmp_path):
+    spec = importlib.util.spec_from_file_location("inference_latency", BENCH)
+    bench = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = bench  # dataclasses look their module up while being defined
+    try:
+        spec.loader.exec_module(bench)
+    finally:
+        del sys.modules[spec.name]
+    out = tmp_path / "latency.json"
+    arguments = ["--smoke", "--device", "cpu", "--samplers", "ddim10,ddpm100", "--out", str(out)]
+    arguments += ["--variants", "eager,fast_fp32_native,fast_fp32_gemm"]
+    report = bench.main([*arguments, "--skip", "image_unet:ddpm100", "--threads", "1"])
+    assert json.loads(out.read_text()) == json.loads(json.dumps(report))
+    ok = [r for r in report["results"] if r["status"] == "ok"]
+    assert {r["variant"] for r in ok} >= {"eager", "fast_fp32_native", "fast_fp32_gemm"}
+    assert all(r["tolerance_pass"] for r in ok if "fp32" in r["variant"])
+    assert report["models"]["image_unet"]["parameters"]["total"] > 0
+    assert {(r["config"], r["sampler"]) for r in ok} == {
+        ("image_unet", "ddim10"),
+        ("lowdim_unet", "ddim10"),
+        ("lowdim_unet", "ddpm100"),
+    }
+
+
+def test_library_imports_nothing_from_ros():
+    code = (
+        "import sys, dp_policy, dp_policy.fast_sampling;"
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] in "
+        "('rclpy', 'rosidl_runtime_py', 'rosbag2_py', 'std_msgs', 'sensor_msgs',"
+        " 'builtin_interfaces'));"
+        "print(bad)"
+    )
+    package_root = str(Path(__file__).resolve().parents[1])
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={"PYTHONPATH": package_root, "PATH": "/usr/bin:/bin"},
+    )
+    assert result.stdout.strip() == "[]"
