@@ -1,3 +1,5 @@
+from glob import glob
+
 from setuptools import find_packages, setup
 
 PACKAGE_NAME = "dp_policy"
@@ -9,6 +11,8 @@ setup(
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE_NAME}"]),
         (f"share/{PACKAGE_NAME}", ["package.xml"]),
+        # Training configs and data specs: `ros2 run dp_policy train --config train_pusht_image`.
+        (f"share/{PACKAGE_NAME}/config", sorted(glob("config/*.yaml"))),
     ],
     install_requires=["setuptools"],
     zip_safe=True,
@@ -20,5 +24,7 @@ setup(
     ),
     license="Apache-2.0",
     extras_require={"test": ["pytest"]},
-    entry_points={"console_scripts": []},
+    entry_points={
+        "console_scripts": ["train = dp_policy.train:main", "eval = dp_policy.eval:main"]
+    },
 )

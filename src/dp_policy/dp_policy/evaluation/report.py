@@ -1,0 +1,180 @@
+"""The evaluation's outputs: ``eval.json`` and a PNG montage of rollouts."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import socket
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dp_policy.evaluation.config import SUCCESS_THRESHOLD, ExecutionPlan
+from dp_policy.evaluation.runner import EvaluationResult
+
+REPORT_FORMAT = "dp_policy.eval"
+REPORT_VERSION = 1
+JSON_NAME = "eval.json"
+MONTAGE_NAME = "montage.png"
+
+
+def _version(package: str) -> str | None:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def machine_info(device: str) -> dict[str, Any]:
+    """What the numbers were measured on: timings mean nothing without it."""
+    import torch
+
+    cpu = platform.processor()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        names = [line for line in cpuinfo.read_text().splitlines() if line.startswith("model name")]
+        cpu = names[0].split(":", 1)[1].strip() if names else cpu
+    info: dict[str, Any] = {
+        "hostname": socket.gethostname(),
+        "cpu": cpu,
+        "cpu_count": os.cpu_count(),
+        "os": platform.platform(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "gym_pusht": _version("gym-pusht"),
+        "pymunk": _version("pymunk"),
+        "diffusers": _version("diffusers"),
+        "device": device,
+    }
+    if device == "cuda" and torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+    return info
+
+
+def _mean(values: list[float]) -> float | None:
+    return round(float(np.mean(values)), 6) if values else None
+
+
+def _parallelism(policy: str, plan: ExecutionPlan) -> str:
+    where = "in this process" if plan.workers == 1 else f"in {plan.workers} spawned processes"
+    owns = "a model copy" if policy == "diffusion" else "its experts"
+    batched = ", one batched sample per replanning step" if policy == "diffusion" else ""
+    return (
+        f"{where}, each owning its envs and {owns}; episodes in lockstep groups of "
+        f"{plan.batch_size}{batched}"
+    )
+
+
+def build_report(result: EvaluationResult) -> dict[str, Any]:
+    config, plan = result.config, result.plan
+    episodes = result.episodes
+    successes = [e for e in episodes if e.success]
+    timings = result.timings
+    if config.policy == "expert":
+        policy: dict[str, Any] = {"kind": "expert", "source": "dp_sim.expert.PushTExpert"}
+        observation_horizon, action_horizon = 1, 1
+    else:
+        assert result.checkpoint is not None
+        policy = {"kind": "diffusion", "checkpoint": result.checkpoint}
+        observation_horizon = result.checkpoint["observation_horizon"]
+        action_horizon = result.checkpoint["action_horizon"]
+    return {
+        "format": REPORT_FORMAT,
+        "format_version": REPORT_VERSION,
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "task": "PushT (gym_pusht/PushT-v0 through dp_sim.PushTRobot)",
+        "policy": policy,
+        "protocol": {
+            "episodes": config.episodes,
+            "start_seed": config.start_seed,
+            "seeds": config.seeds,
+            "max_steps": config.max_steps,
+            "control_period_s": 0.1,
+            "reward": f"min(coverage / {SUCCESS_THRESHOLD}, 1) per step (gym-pusht)",
+            "score": "mean over episodes of each episode's maximum reward",
+            "success": f"coverage > {SUCCESS_THRESHOLD} at some step (the episode ends there)",
+            "observation_horizon": observation_horizon,
+            "action_horizon": action_horizon,
+            "latency_steps": config.latency_steps,
+            "noise_seed": config.noise_seed,
+        },
+        "execution": {
+            "device": plan.device,
+            "workers": plan.workers,
+            "batch_size": plan.batch_size,
+            "threads_per_worker": plan.threads,
+            "parallelism": _parallelism(config.policy, plan),
+        },
+        "results": {
+            "mean_score": round(result.mean_score, 6),
+            "success_rate": round(result.success_rate, 6),
+            "successes": len(successes),
+            "episodes": len(episodes),
+            "mean_max_coverage": _mean([e.max_coverage for e in episodes]),
+            "mean_steps_of_successes": _mean([float(e.steps) for e in successes]),
+            "failed_seeds": [e.seed for e in episodes if not e.success],
+        },
+        "wall_time_s": round(result.wall_time_s, 3),
+        "timing": {
+            "load_s": [round(t.load_s, 3) for t in timings],
+            "controller_s": round(sum(t.controller_s for t in timings), 3),
+            "env_s": round(sum(t.env_s for t in timings), 3),
+            "controller_calls": sum(t.controller_calls for t in timings),
+        },
+        "machine": machine_info(plan.device),
+        "montage": MONTAGE_NAME if any(e.frames for e in episodes) else None,
+        "episodes": [e.to_json() for e in episodes],
+    }
+
+
+def write_montage(result: EvaluationResult, path: Path) -> bool:
+    """A grid: one row per montage episode, its frames at evenly spaced times; False if none."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    rows = [e for e in result.episodes if e.frames]
+    if not rows:
+        return False
+    columns = max(len(e.frames) for e in rows)
+    figure = Figure(figsize=(1.7 * columns, 1.85 * len(rows) + 0.5), dpi=110)
+    axes = figure.subplots(len(rows), columns, squeeze=False)
+    for row, episode in zip(axes, rows, strict=True):
+        for column, ax in enumerate(row):
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if column >= len(episode.frames):
+                ax.axis("off")
+                continue
+            step, image, coverage = episode.frames[column]
+            ax.imshow(image, interpolation="nearest")
+            ax.set_title(f"t={step * 0.1:.1f} s, cov {coverage:.2f}", fontsize=7, pad=2)
+        outcome = "success" if episode.success else "failure"
+        row[0].set_ylabel(
+            f"seed {episode.seed}\n{outcome}, reward {episode.max_reward:.2f}", fontsize=7
+        )
+    figure.suptitle(
+        f"PushT {result.config.name}: score {result.mean_score:.3f}, "
+        f"success {result.success_rate:.0%} over {len(result.episodes)} episodes",
+        fontsize=9,
+    )
+    figure.tight_layout()
+    figure.savefig(path)
+    return True
+
+
+def write_outputs(result: EvaluationResult, directory: Path) -> dict[str, Any]:
+    """Write ``eval.json`` and ``montage.png`` into ``directory``; returns the report."""
+    directory.mkdir(parents=True, exist_ok=True)
+    report = build_report(result)
+    if report["montage"] and not write_montage(result, directory / MONTAGE_NAME):
+        report["montage"] = None
+    temporary = directory / f".{JSON_NAME}.tmp"
+    temporary.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    os.replace(temporary, directory / JSON_NAME)
+    return report
