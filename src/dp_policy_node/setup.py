@@ -20,5 +20,5 @@ setup(
     ),
     license="Apache-2.0",
     extras_require={"test": ["pytest"]},
-    entry_points={"console_scripts": []},
+    entry_points={"console_scripts": ["policy_node = dp_policy_node.policy_node:main"]},
 )

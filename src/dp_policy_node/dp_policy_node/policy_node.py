@@ -1,0 +1,743 @@
+"""ROS 2 lifecycle node ``policy_node``: serves a dp_policy checkpoint as action chunks.
+
+configure  reads the parameters and the checkpoint's config.json, checks topics, joints and
+           limits against it, loads the weights on the device and warms the model up;
+activate   starts taking observations and publishing chunks;
+deactivate stops the chunk stream (and commands a stop at the measured position);
+cleanup    stops the inference thread and frees the device memory.
+
+Topics (names relative to the node's namespace; remap as usual):
+  in:  the checkpoint's observation topics (sensor_msgs/Image or CompressedImage,
+       sensor_msgs/JointState, ...), with the sensor-data QoS
+  out: /joint_trajectory_controller/joint_trajectory (trajectory_msgs/JointTrajectory, reliable;
+       parameter trajectory_topic), dp/action_chunk (dp_msgs/ActionChunk),
+       dp/policy_status (dp_msgs/PolicyStatus, latched), dp/policy_markers
+       (visualization_msgs/MarkerArray)
+
+The numerics and timing live in ROS-free modules (observation_buffers, chunk_scheduler,
+inference_worker, trajectory_builder, markers); this class connects them to topics.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import rclpy
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+from rclpy.clock import Clock, ClockType
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.lifecycle import Node as LifecycleNode
+from rclpy.lifecycle import State, TransitionCallbackReturn
+from rclpy.parameter import Parameter
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+
+from dp_msgs.msg import ActionChunk, PolicyStatus
+from dp_policy_node import ros_messages
+from dp_policy_node.chunk_scheduler import ChunkScheduler, LatencyWindow
+from dp_policy_node.faults import FaultBook
+from dp_policy_node.markers import marker_paths
+from dp_policy_node.observation_buffers import (
+    STALE,
+    ObservationBuffers,
+    StreamTiming,
+    to_ns,
+)
+from dp_policy_node.observation_conversion import (
+    ObservationRejectedError,
+    convert,
+    stamp_nanoseconds,
+)
+from dp_policy_node.parameters import (
+    DOUBLE_ARRAY,
+    INTEGER_ARRAY,
+    PARAMETERS,
+    NodeSettings,
+    ParameterSpec,
+)
+from dp_policy_node.serving_plan import ObservationStream, ServingPlan
+from dp_policy_node.trajectory_builder import (
+    PredictionRejectedError,
+    SafetyLimits,
+    check_chunk,
+    plan_chunk,
+)
+
+NODE_NAME = "policy_node"
+ACTION_CHUNK_TOPIC = "dp/action_chunk"
+STATUS_TOPIC = "dp/policy_status"
+MARKER_TOPIC = "dp/policy_markers"
+# How often the node looks at its buffers and the schedule. Short against dt (typically 0.1 s)
+# so a request goes out within 10 ms of its due time.
+CONTROL_PERIOD_S = 0.01
+# After a failed inference (an exception in the model), wait this long before trying again.
+ERROR_BACKOFF_S = 1.0
+# Generous: the first CUDA initialisation and a large checkpoint can take a while.
+WORKER_START_TIMEOUT_S = 300.0
+
+# Fault subjects besides the observation keys.
+STALE_SUBJECT = "stale observations"
+PREDICTION_SUBJECT = "prediction"
+INFERENCE_SUBJECT = "inference"
+LATE_SUBJECT = "late chunk"
+
+_ARRAY_TYPES = {
+    "string_array": Parameter.Type.STRING_ARRAY,
+    DOUBLE_ARRAY: Parameter.Type.DOUBLE_ARRAY,
+    INTEGER_ARRAY: Parameter.Type.INTEGER_ARRAY,
+}
+
+
+@dataclass
+class _Counters:
+    chunks_published: int = 0
+    observations_received: int = 0
+    observations_dropped: int = 0
+    predictions_rejected: int = 0
+
+
+class _Entities:
+    """What configure creates on the node; ``destroy`` takes it all down (cleanup, failure)."""
+
+    def __init__(self, node: PolicyNode) -> None:
+        self._node = node
+        self.publishers: dict[str, Any] = {}
+        self.subscriptions: list[Any] = []
+        self.timer: Any = None
+        self.results_ready: Any = None
+        self.worker: Any = None
+
+    def stop_worker(self) -> bool:
+        # Joined before the guard condition goes: the thread never notifies a destroyed one.
+        return self.worker is None or self.worker.close()
+
+    def destroy(self) -> None:
+        node = self._node
+        if not self.stop_worker():
+            node.get_logger().error("the inference thread did not stop in time")
+        if self.timer is not None:
+            node.destroy_timer(self.timer)
+        for subscription in self.subscriptions:
+            node.destroy_subscription(subscription)
+        for publisher in self.publishers.values():
+            node.destroy_lifecycle_publisher(publisher)
+        if self.results_ready is not None:
+            node.destroy_guard_condition(self.results_ready)
+        self.publishers, self.subscriptions = {}, []
+        self.timer = self.results_ready = self.worker = None
+
+
+@dataclass
+class _Session:
+    """Everything configure creates; cleanup drops it as a whole."""
+
+    settings: NodeSettings
+    plan: ServingPlan
+    device: str
+    entities: _Entities
+    buffers: ObservationBuffers
+    scheduler: ChunkScheduler
+    limits: SafetyLimits
+    faults: FaultBook
+    latency: LatencyWindow = field(default_factory=LatencyWindow)
+    active: bool = False
+    in_flight: bool = False
+    submitted_at: float = 0.0
+    sequence: int = 0
+    # Results of requests made before the latest activation belong to an earlier stream.
+    first_sequence: int = 1
+    chunk_index: int = 0
+    retry_after_ns: int = 0
+    accepted_since_activation: bool = False
+    joint_positions: dict[str, float] = field(default_factory=dict)
+    joint_positions_ns: int = 0
+
+    @property
+    def publishers(self) -> dict[str, Any]:
+        return self.entities.publishers
+
+    @property
+    def worker(self) -> Any:
+        return self.entities.worker
+
+
+def _descriptor(spec: ParameterSpec) -> ParameterDescriptor:
+    descriptor = ParameterDescriptor(description=spec.description)
+    if spec.value_range is not None:
+        low, high = spec.value_range
+        if isinstance(spec.default, int) and not isinstance(spec.default, bool):
+            descriptor.integer_range = [IntegerRange(from_value=int(low), to_value=int(high))]
+        else:
+            descriptor.floating_point_range = [
+                FloatingPointRange(from_value=float(low), to_value=float(high))
+            ]
+    return descriptor
+
+
+def message_class(type_name: str) -> type:
+    """``pkg/msg/Name`` to the Python class; ValueError naming the type if it cannot."""
+    package, _, name = type_name.replace("/msg/", "/").partition("/")
+    try:
+        return getattr(importlib.import_module(f"{package}.msg"), name)
+    except (ImportError, AttributeError, ValueError) as error:
+        raise ValueError(f"message type {type_name!r} is not installed ({error})") from error
+
+
+class PolicyNode(LifecycleNode):
+    """Serves a diffusion policy checkpoint as receding-horizon JointTrajectory chunks."""
+
+    def __init__(self, node_name: str = NODE_NAME, **kwargs: Any) -> None:
+        super().__init__(node_name, **kwargs)
+        for spec in PARAMETERS:
+            if spec.has_default:
+                self.declare_parameter(spec.name, spec.default, _descriptor(spec))
+            else:
+                self.declare_parameter(spec.name, _ARRAY_TYPES[spec.array_type], _descriptor(spec))
+        self.autostart = bool(self.get_parameter("autostart").value)
+        self._session: _Session | None = None
+        self._counters = _Counters()
+        self._state = PolicyStatus.STATE_UNCONFIGURED
+        self._message = "not configured: set the checkpoint parameter and configure"
+        self._checkpoint = ""
+        self._device = ""
+        latched = QoSProfile(
+            depth=1,
+            reliability=ReliabilityPolicy.RELIABLE,
+            durability=DurabilityPolicy.TRANSIENT_LOCAL,
+        )
+        self._status_pub = self.create_publisher(PolicyStatus, STATUS_TOPIC, latched)
+        # Wall-clock timers: the status keeps its 1 Hz even while a simulated clock is paused.
+        self._steady = Clock(clock_type=ClockType.STEADY_TIME)
+        self._status_timer = self.create_timer(
+            float(self.get_parameter("status_period").value),
+            self._publish_status,
+            clock=self._steady,
+        )
+        self._publish_status()
+        self.get_logger().info("policy node ready (unconfigured)")
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    def on_configure(self, state: State) -> TransitionCallbackReturn:
+        try:
+            session = self._configure()
+        except Exception as error:  # every failure becomes a clear message, never a crash
+            message = f"configure failed: {error}"
+            self.get_logger().error(message)
+            self._set_state(PolicyStatus.STATE_ERROR, message)
+            return TransitionCallbackReturn.FAILURE
+        self._session = session
+        self._set_state(
+            PolicyStatus.STATE_INACTIVE,
+            f"configured: {self._checkpoint} on {self._device}; activate to publish",
+        )
+        return super().on_configure(state)
+
+    def on_activate(self, state: State) -> TransitionCallbackReturn:
+        session = self._session
+        assert session is not None
+        result = super().on_activate(state)
+        session.buffers.reset()
+        session.faults.reset()
+        session.scheduler.reset()
+        session.joint_positions.clear()
+        session.first_sequence = session.sequence + 1
+        session.chunk_index = 0
+        session.accepted_since_activation = False
+        session.active = True
+        self._update_state(self._now_ns())
+        self.get_logger().info(
+            f"active: publishing on {session.plan.action_joints} to "
+            f"{session.publishers['trajectory'].topic_name}"
+        )
+        return result
+
+    def on_deactivate(self, state: State) -> TransitionCallbackReturn:
+        session = self._session
+        assert session is not None
+        session.active = False  # a chunk still being computed is dropped when it arrives
+        session.scheduler.reset()
+        if session.settings.hold_on_deactivate:
+            self._command_hold(session)
+        if session.settings.num_visualized_samples:
+            stamp = self.get_clock().now().to_msg()
+            session.publishers["markers"].publish(
+                ros_messages.clear_markers(session.settings.marker_frame, stamp)
+            )
+        result = super().on_deactivate(state)
+        self._set_state(
+            PolicyStatus.STATE_INACTIVE, f"deactivated: {self._checkpoint} on {self._device}"
+        )
+        return result
+
+    def on_cleanup(self, state: State) -> TransitionCallbackReturn:
+        self._release()
+        self._set_state(PolicyStatus.STATE_UNCONFIGURED, "cleaned up: no checkpoint loaded")
+        return super().on_cleanup(state)
+
+    def on_shutdown(self, state: State) -> TransitionCallbackReturn:
+        self._release()
+        self._set_state(PolicyStatus.STATE_UNCONFIGURED, "shut down")
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_error(self, state: State) -> TransitionCallbackReturn:
+        self._release()
+        self._set_state(PolicyStatus.STATE_ERROR, "error during a transition; cleaned up")
+        return TransitionCallbackReturn.SUCCESS
+
+    def autostart_if_requested(self) -> None:
+        """``autostart``: configure and activate without a lifecycle manager."""
+        if not self.autostart:
+            return
+        if self.trigger_configure() == TransitionCallbackReturn.SUCCESS:
+            self.trigger_activate()
+
+    def release(self) -> None:
+        """Stop the inference thread and free the device (process exit: the node's entities
+        go with ``destroy_node``)."""
+        self._release(destroy_entities=False)
+
+    # -- configure ------------------------------------------------------------------------------
+
+    def _parameter_values(self) -> dict[str, Any]:
+        values = {}
+        for spec in PARAMETERS:
+            if spec.has_default:
+                values[spec.name] = self.get_parameter(spec.name).value
+            else:
+                unset = Parameter(spec.name, Parameter.Type.NOT_SET, None)
+                values[spec.name] = self.get_parameter_or(spec.name, unset).value
+        return values
+
+    def _configure(self) -> _Session:
+        # Imported here: dp_policy pulls in torch, which the unconfigured node does not need.
+        from dp_policy import read_checkpoint_manifest
+        from dp_policy.data_spec import data_spec_from_checkpoint
+        from dp_policy_node.inference_worker import InferenceWorker
+        from dp_policy_node.serving_plan import build_serving_plan
+
+        settings = NodeSettings.from_values(self._parameter_values())
+        manifest = read_checkpoint_manifest(settings.checkpoint)
+        spec = data_spec_from_checkpoint(settings.checkpoint)
+        plan = build_serving_plan(settings, spec, manifest)
+        classes = {stream.key: self._stream_class(stream) for stream in plan.streams}
+        self._checkpoint = settings.checkpoint
+        self._counters = _Counters()
+
+        # Topic entities first (a bad topic name fails before the expensive load), then the
+        # worker; whatever was made is taken down again if a later step fails.
+        entities = _Entities(self)
+        try:
+            entities.publishers = self._create_publishers(settings)
+            for stream in plan.streams:
+                entities.subscriptions.append(
+                    self.create_subscription(
+                        classes[stream.key],
+                        stream.topic,
+                        lambda message, stream=stream: self._on_observation(stream, message),
+                        qos_profile_sensor_data,
+                    )
+                )
+            entities.results_ready = self.create_guard_condition(self._on_results)
+            entities.timer = self.create_timer(
+                CONTROL_PERIOD_S, self._on_control_tick, clock=self._steady
+            )
+            worker = InferenceWorker(
+                plan.checkpoint,
+                device=settings.device,
+                num_inference_steps=plan.num_inference_steps,
+                num_samples=max(1, settings.num_visualized_samples),
+                seed=settings.seed,
+                warmup_iterations=settings.warmup_iterations,
+                cpu_threads=settings.cpu_threads,
+                notify=entities.results_ready.trigger,
+            )
+            self._device = worker.device
+            self.get_logger().info(f"loading {settings.checkpoint} on {worker.device}")
+            entities.worker = worker
+            report = worker.start(timeout=WORKER_START_TIMEOUT_S)
+        except Exception:
+            entities.destroy()
+            self._device = ""
+            raise
+        scheduler = ChunkScheduler(plan.dt, plan.action_horizon, settings.latency_margin)
+        latency = LatencyWindow()
+        for seconds in report.steady_latencies:
+            scheduler.record_turnaround(seconds)
+            latency.add(seconds)
+        buffers = ObservationBuffers(
+            [
+                StreamTiming(stream.key, stream.topic, stream.align_max_age, stream.stale_age)
+                for stream in plan.streams
+            ],
+            plan.reference,
+            plan.dt,
+            plan.observation_horizon,
+            settings.future_stamp_tolerance,
+        )
+        steady = report.steady_latencies or report.warmup_latencies
+        self.get_logger().info(
+            f"configured {settings.checkpoint}: {report.parameter_count / 1e6:.1f} M parameters "
+            f"on {worker.device}, loaded in {report.load_seconds:.2f} s, warm-up latency "
+            f"{1e3 * float(np.median(steady)):.1f} ms, {plan.num_inference_steps} denoising "
+            f"steps; observing {[s.topic for s in plan.streams]}"
+        )
+        if not scheduler.fits():
+            self.get_logger().warning(
+                f"inference takes {scheduler.lead_s:.3f} s with margin: twice that exceeds the "
+                f"{(plan.action_horizon - 1) * plan.dt:.3f} s a chunk executes, so chunks will "
+                f"be computed back to back and the controller will hold between them"
+            )
+        return _Session(
+            settings=settings,
+            plan=plan,
+            device=worker.device,
+            entities=entities,
+            buffers=buffers,
+            scheduler=scheduler,
+            limits=SafetyLimits(
+                plan.action_joints, plan.lower_limits, plan.upper_limits, plan.max_step
+            ),
+            faults=FaultBook(),
+            latency=latency,
+        )
+
+    @staticmethod
+    def _stream_class(stream: ObservationStream) -> type:
+        from dp_policy_node.serving_plan import ConfigurationError
+
+        try:
+            cls = message_class(stream.message_type)
+        except ValueError as error:
+            raise ConfigurationError(f"observation {stream.key!r}: {error}") from error
+        if "header" not in cls.get_fields_and_field_types():
+            raise ConfigurationError(
+                f"observation {stream.key!r}: {stream.message_type} has no header, so its "
+                f"messages cannot be placed on the dt grid"
+            )
+        return cls
+
+    def _create_publishers(self, settings: NodeSettings) -> dict[str, Any]:
+        from trajectory_msgs.msg import JointTrajectory
+        from visualization_msgs.msg import MarkerArray
+
+        # Commands: reliable, and only the newest matters (an old chunk is never wanted).
+        command = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE)
+        return {
+            "trajectory": self.create_lifecycle_publisher(
+                JointTrajectory, settings.trajectory_topic, command
+            ),
+            "chunk": self.create_lifecycle_publisher(ActionChunk, ACTION_CHUNK_TOPIC, 10),
+            "markers": self.create_lifecycle_publisher(MarkerArray, MARKER_TOPIC, 1),
+        }
+
+    def _release(self, destroy_entities: bool = True) -> None:
+        session, self._session = self._session, None
+        if session is None:
+            return
+        session.active = False
+        if destroy_entities:
+            session.entities.destroy()
+        elif not session.entities.stop_worker():
+            self.get_logger().error("the inference thread did not stop in time")
+        self._device = ""
+
+    # -- observations ---------------------------------------------------------------------------
+
+    def _on_observation(self, stream: ObservationStream, message: Any) -> None:
+        session = self._session
+        if session is None or not session.active:
+            return
+        self._counters.observations_received += 1
+        now = self._now_ns()
+        try:
+            stamp = stamp_nanoseconds(message, stream.topic)
+            value = convert(stream, message)
+            session.buffers.add(stream.key, stamp, value, now)
+        except ObservationRejectedError as rejected:
+            self._counters.observations_dropped += 1
+            if session.faults.report(stream.key, rejected.cause, rejected.message):
+                self.get_logger().warning(f"dropping observations: {rejected.message}")
+            self._update_state(now)
+            return
+        if session.faults.clear(stream.key) is not None:
+            self.get_logger().info(f"valid observations on {stream.topic} again")
+            self._update_state(now)
+        if stream.kind == "joint_state" and stream.joint_field == "position":
+            self._remember_positions(session, message, now)
+
+    @staticmethod
+    def _remember_positions(session: _Session, message: Any, now_ns: int) -> None:
+        wanted = session.plan.action_joints
+        for name, position in zip(message.name, message.position, strict=False):
+            if name in wanted and np.isfinite(position):
+                session.joint_positions[name] = float(position)
+                session.joint_positions_ns = now_ns
+
+    # -- scheduling and inference -----------------------------------------------------------------
+
+    def _on_control_tick(self) -> None:
+        session = self._session
+        if session is None or not session.active:
+            return
+        now = self._now_ns()
+        if not self._update_state(now):
+            return
+        if session.in_flight or now < session.retry_after_ns:
+            return
+        if not session.scheduler.decide(now).request:
+            return
+        history = session.buffers.history(now)
+        session.sequence += 1
+        if session.worker.submit(history.observations, history.stamp_ns, session.sequence):
+            session.in_flight = True
+            session.submitted_at = time.perf_counter()
+
+    def _on_results(self) -> None:
+        session = self._session
+        if session is None:
+            return
+        for result in session.worker.take_results():
+            self._handle_result(session, result)
+
+    def _handle_result(self, session: _Session, result: Any) -> None:
+        session.in_flight = False
+        turnaround = time.perf_counter() - session.submitted_at
+        if not session.active or result.sequence < session.first_sequence:
+            return
+        now = self._now_ns()
+        if result.error is not None:
+            if session.faults.report(INFERENCE_SUBJECT, "inference_error", result.error):
+                self.get_logger().error(f"inference failed: {result.error}")
+            session.retry_after_ns = now + to_ns(ERROR_BACKOFF_S)
+            self._update_state(now)
+            return
+        if session.faults.clear(INFERENCE_SUBJECT) is not None:
+            self.get_logger().info("inference works again")
+        session.latency.add(result.latency)
+        session.scheduler.record_turnaround(turnaround)
+        # Observations may have gone bad while the model was busy: then nothing is sent.
+        if not self._update_state(now):
+            return
+        plan = session.plan
+        try:
+            timed = plan_chunk(
+                result.actions,
+                result.observation_stamp_ns,
+                plan.dt,
+                plan.observation_horizon,
+                plan.action_horizon,
+                now,
+                to_ns(session.settings.min_time_from_start),
+            )
+            check_chunk(
+                result.actions,
+                plan.observation_horizon,
+                plan.action_horizon,
+                session.limits,
+                timed,
+                self._current_position(session),
+            )
+        except PredictionRejectedError as rejected:
+            self._counters.predictions_rejected += 1
+            session.scheduler.reset()
+            if session.faults.report(PREDICTION_SUBJECT, rejected.cause, rejected.message):
+                self.get_logger().warning(f"refusing predictions: {rejected.message}")
+            self._update_state(now)
+            return
+        if session.faults.clear(PREDICTION_SUBJECT) is not None:
+            self.get_logger().info("predictions are accepted again")
+        if not len(timed):
+            session.scheduler.reset()
+            if session.faults.report(LATE_SUBJECT, "late", "late"):
+                self.get_logger().warning(
+                    f"a chunk arrived after its last action was due (inference took "
+                    f"{result.latency:.3f} s, a chunk executes "
+                    f"{(plan.action_horizon - 1) * plan.dt:.3f} s); requesting a new one"
+                )
+            return
+        session.faults.clear(LATE_SUBJECT)
+        self._publish_chunk(session, result, timed)
+        session.scheduler.chunk_published(timed.end_ns)
+        session.accepted_since_activation = True
+        self._update_state(now)
+
+    def _current_position(self, session: _Session) -> np.ndarray | None:
+        """Measured positions of the action joints, if all are known and recent."""
+        positions = session.joint_positions
+        if not all(joint in positions for joint in session.plan.action_joints):
+            return None
+        # An old measurement is no basis for a step check or a stop command.
+        max_age = max(stream.stale_age for stream in session.plan.streams)
+        if self._now_ns() - session.joint_positions_ns > to_ns(max_age):
+            return None
+        return np.array([positions[joint] for joint in session.plan.action_joints])
+
+    # -- output -------------------------------------------------------------------------------
+
+    def _publish_chunk(self, session: _Session, result: Any, timed: Any) -> None:
+        plan, settings = session.plan, session.settings
+        session.publishers["trajectory"].publish(
+            ros_messages.joint_trajectory(
+                plan.action_joints, timed.time_from_start_ns, timed.positions, timed.velocities
+            )
+        )
+        session.publishers["chunk"].publish(
+            ros_messages.action_chunk(
+                actions=result.actions,
+                action_names=plan.action_joints,
+                dt=plan.dt,
+                observation_horizon=plan.observation_horizon,
+                action_horizon=plan.action_horizon,
+                observation_stamp_ns=result.observation_stamp_ns,
+                inference_time_s=result.latency,
+                chunk_index=session.chunk_index,
+                checkpoint=self._checkpoint,
+            )
+        )
+        session.chunk_index += 1
+        self._counters.chunks_published += 1
+        if settings.num_visualized_samples:
+            paths = marker_paths(
+                result.samples[: settings.num_visualized_samples],
+                plan.marker_dims,
+                plan.observation_horizon,
+            )
+            lifetime = to_ns(2 * plan.prediction_horizon * plan.dt)
+            session.publishers["markers"].publish(
+                ros_messages.marker_array(
+                    paths,
+                    settings.marker_frame,
+                    self.get_clock().now().to_msg(),
+                    settings.marker_line_width,
+                    lifetime,
+                )
+            )
+
+    def _command_hold(self, session: _Session) -> None:
+        position = self._current_position(session)
+        if position is None:
+            self.get_logger().warning(
+                f"cannot command a stop: no recent joint state of "
+                f"{list(session.plan.action_joints)}; the controller ends the last chunk and "
+                f"holds its final point"
+            )
+            return
+        hold = ros_messages.joint_trajectory(
+            session.plan.action_joints,
+            [to_ns(session.plan.dt)],
+            position[None, :],
+            np.zeros((1, position.size)),
+        )
+        session.publishers["trajectory"].publish(hold)
+        self.get_logger().info(f"commanded a stop at the measured position {position.tolist()}")
+
+    # -- state and status -----------------------------------------------------------------------
+
+    def _update_state(self, now_ns: int) -> bool:
+        """Work out the state from faults and buffers; True when a chunk may be requested/sent."""
+        session = self._session
+        assert session is not None
+        faults = session.faults
+        invalid = [
+            fault for fault in faults.active() if fault.subject in session.buffers.stream_keys()
+        ]
+        if invalid:
+            message = invalid[0].message
+            if len(invalid) > 1:
+                message += f" (and {len(invalid) - 1} more problem(s))"
+            self._set_state(PolicyStatus.STATE_INVALID_OBSERVATIONS, message)
+            return False
+        readiness = session.buffers.check(now_ns)
+        if readiness.state == STALE:
+            if faults.report(STALE_SUBJECT, readiness.key, readiness.message):
+                self.get_logger().warning(f"stopping the chunk stream: {readiness.message}")
+            self._set_state(PolicyStatus.STATE_STALE_OBSERVATIONS, readiness.message)
+            return False
+        if faults.clear(STALE_SUBJECT) is not None:
+            self.get_logger().info("observations are fresh again")
+        if not readiness.ready:
+            self._set_state(PolicyStatus.STATE_WAITING_FOR_OBSERVATIONS, readiness.message)
+            return False
+        rejected = faults.get(PREDICTION_SUBJECT)
+        if rejected is not None:
+            self._set_state(PolicyStatus.STATE_PREDICTION_REJECTED, rejected.message)
+            return True  # keep asking: the next prediction may be fine
+        failed = faults.get(INFERENCE_SUBJECT)
+        if failed is not None:
+            self._set_state(PolicyStatus.STATE_ERROR, f"inference failed: {failed.message}")
+            return True
+        if session.accepted_since_activation:
+            self._set_state(
+                PolicyStatus.STATE_RUNNING,
+                f"publishing chunks on {session.publishers['trajectory'].topic_name}",
+            )
+        else:
+            self._set_state(
+                PolicyStatus.STATE_WAITING_FOR_OBSERVATIONS,
+                "observations complete: computing the first chunk",
+            )
+        return True
+
+    def _set_state(self, state: int, message: str) -> None:
+        if (state, message) == (self._state, self._message):
+            return
+        self._state, self._message = state, message
+        self._publish_status()
+
+    def _publish_status(self) -> None:
+        status = PolicyStatus()
+        status.header.stamp = self.get_clock().now().to_msg()
+        status.state = self._state
+        status.message = self._message
+        status.checkpoint = self._checkpoint
+        status.device = self._device
+        session = self._session
+        if session is not None:
+            stats = session.latency.stats()
+            status.inference_latency_last = stats.last
+            status.inference_latency_p50 = stats.p50
+            status.inference_latency_p99 = stats.p99
+            status.inference_latency_max = stats.max
+            if session.active:
+                ages = session.buffers.ages(self._now_ns())
+                status.observation_age = max(
+                    (float("inf") if age is None else age for age in ages.values()), default=0.0
+                )
+        counters = self._counters
+        status.chunks_published = counters.chunks_published
+        status.observations_received = counters.observations_received
+        status.observations_dropped = counters.observations_dropped
+        status.predictions_rejected = counters.predictions_rejected
+        self._status_pub.publish(status)
+
+    def _now_ns(self) -> int:
+        return self.get_clock().now().nanoseconds
+
+
+def main(args: list[str] | None = None) -> int:
+    rclpy.init(args=args)
+    node = None
+    executor = SingleThreadedExecutor()
+    try:
+        node = PolicyNode()
+        executor.add_node(node)
+        node.autostart_if_requested()
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        if node is not None:
+            node.release()
+            node.destroy_node()
+        executor.shutdown()
+        rclpy.try_shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

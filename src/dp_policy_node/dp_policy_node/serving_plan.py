@@ -1,0 +1,275 @@
+"""What to serve: the checkpoint's data spec matched against the node's parameters.
+
+ROS-free. Reads only the checkpoint's ``config.json`` (never the weights), so a checkpoint for
+another robot, a typo in a topic override or an impossible limit fails ``configure`` in
+milliseconds with a message that says what to fix, before any model is loaded.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dp_policy.data_spec import DataSpec, StreamSpec
+from dp_policy_node.parameters import NodeSettings
+
+IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
+JOINT_STATE_TYPE = "sensor_msgs/msg/JointState"
+# A joint whose training range is (nearly) zero gives no scale for a step limit.
+_MIN_RANGE = 1e-9
+
+
+class ConfigurationError(ValueError):
+    """The checkpoint and the parameters do not fit together; the message says what to fix."""
+
+
+@dataclass(frozen=True)
+class ObservationStream:
+    """One subscribed topic and how its messages become one observation key."""
+
+    key: str
+    topic: str
+    kind: str  # image, joint_state or fields
+    message_type: str
+    shape: tuple[int, ...]
+    joints: tuple[str, ...]
+    joint_field: str
+    fields: tuple[str, ...]
+    align_max_age: float  # as the dataset builder: grid time minus stamp at most this
+    stale_age: float  # now minus the newest stamp at most this, or the stream is stale
+
+    @property
+    def compressed(self) -> bool:
+        return self.message_type == "sensor_msgs/msg/CompressedImage"
+
+
+@dataclass(frozen=True)
+class ServingPlan:
+    """Everything the node needs from the checkpoint, checked against the parameters."""
+
+    checkpoint: Path
+    streams: tuple[ObservationStream, ...]
+    reference: str
+    dt: float
+    observation_horizon: int
+    prediction_horizon: int
+    action_horizon: int
+    action_joints: tuple[str, ...]
+    lower_limits: np.ndarray
+    upper_limits: np.ndarray
+    max_step: np.ndarray
+    num_inference_steps: int
+    marker_dims: tuple[int, ...]
+
+    @property
+    def action_dim(self) -> int:
+        return len(self.action_joints)
+
+    def stream(self, key: str) -> ObservationStream:
+        return next(stream for stream in self.streams if stream.key == key)
+
+
+def build_serving_plan(
+    settings: NodeSettings, spec: DataSpec, manifest: dict[str, Any]
+) -> ServingPlan:
+    """Match checkpoint and parameters; raise ConfigurationError naming what to change."""
+    checkpoint = Path(settings.checkpoint)
+    policy_config = manifest["policy_config"]
+    _check_spec_matches_policy(checkpoint, spec, policy_config)
+    horizon = policy_config.get("horizon", {})
+    To = int(horizon.get("observation_horizon", 2))
+    Tp = int(horizon.get("prediction_horizon", 16))
+    Ta = int(horizon.get("action_horizon", 8))
+
+    action = spec.action
+    if action.kind not in ("joint_trajectory", "joint_state"):
+        raise ConfigurationError(
+            f"{checkpoint}: the checkpoint's action stream {action.key!r} is of kind "
+            f"{action.kind!r}; this node publishes JointTrajectory commands and needs "
+            f"joint-space actions (kind joint_trajectory)"
+        )
+    action_joints = tuple(action.joints)
+    _check_joint_names(checkpoint, settings.joint_names, action_joints)
+
+    overrides = dict(settings.observation_topics)
+    keys = [stream.key for stream in spec.observations]
+    unknown = sorted(set(overrides) - set(keys))
+    if unknown:
+        raise ConfigurationError(
+            f"observation_topics names key(s) {unknown}, but the checkpoint observes {keys}; "
+            f"use 'key=/topic' with one of those keys"
+        )
+    streams = tuple(
+        _stream(stream, overrides.get(stream.key), spec, settings) for stream in spec.observations
+    )
+
+    range_min, range_max = _action_range(checkpoint, manifest, len(action_joints))
+    lower, upper = _limits(settings, action_joints, range_min, range_max)
+    max_step = _max_step(settings, action_joints, range_min, range_max)
+    steps = _inference_steps(checkpoint, settings, policy_config)
+    marker_dims = settings.marker_dims or tuple(range(min(2, len(action_joints))))
+    too_high = [dim for dim in marker_dims if dim >= len(action_joints)]
+    if too_high:
+        raise ConfigurationError(
+            f"marker_dims {list(marker_dims)} names action dimension(s) {too_high}, but the "
+            f"checkpoint's actions have {len(action_joints)} dimension(s) {list(action_joints)}"
+        )
+    return ServingPlan(
+        checkpoint=checkpoint,
+        streams=streams,
+        reference=spec.reference,
+        dt=spec.dt,
+        observation_horizon=To,
+        prediction_horizon=Tp,
+        action_horizon=Ta,
+        action_joints=action_joints,
+        lower_limits=lower,
+        upper_limits=upper,
+        max_step=max_step,
+        num_inference_steps=steps,
+        marker_dims=marker_dims,
+    )
+
+
+def _check_spec_matches_policy(checkpoint: Path, spec: DataSpec, policy_config: dict) -> None:
+    # The spec and the model were saved together; a mismatch means a hand-edited or mixed-up
+    # checkpoint, and serving it would feed the model inputs it was not built for.
+    observation = policy_config.get("observation", {})
+    expected = spec.observation_spec()
+    cameras = {key: tuple(shape) for key, shape in observation.get("cameras", {}).items()}
+    low_dim = dict(observation.get("low_dim", {}))
+    if cameras != dict(expected.cameras) or low_dim != dict(expected.low_dim):
+        raise ConfigurationError(
+            f"{checkpoint}: the data spec (cameras {dict(expected.cameras)}, low-dim "
+            f"{dict(expected.low_dim)}) disagrees with the model (cameras {cameras}, low-dim "
+            f"{low_dim}); the checkpoint is inconsistent, re-export it"
+        )
+    action = policy_config.get("action", {})
+    names = tuple(action.get("names", ()))
+    if names and names != tuple(spec.action.names):
+        raise ConfigurationError(
+            f"{checkpoint}: the model's action names {list(names)} differ from the data spec's "
+            f"{list(spec.action.names)}"
+        )
+    model_dt = action.get("dt")
+    if model_dt is not None and not math.isclose(float(model_dt), spec.dt, rel_tol=1e-9):
+        raise ConfigurationError(
+            f"{checkpoint}: the model's action dt {model_dt} s differs from the data spec's dt "
+            f"{spec.dt} s"
+        )
+
+
+def _check_joint_names(
+    checkpoint: Path, configured: tuple[str, ...], action_joints: tuple[str, ...]
+) -> None:
+    if not configured or set(configured) == set(action_joints):
+        return
+    missing = [joint for joint in configured if joint not in action_joints]
+    extra = [joint for joint in action_joints if joint not in configured]
+    raise ConfigurationError(
+        f"{checkpoint} was trained for joints {list(action_joints)}, but parameter joint_names "
+        f"(the controller's joints) is {list(configured)}: the checkpoint does not command "
+        f"{missing} and commands unknown {extra}. Serve a checkpoint trained for this robot, "
+        f"or fix joint_names"
+    )
+
+
+def _stream(
+    stream: StreamSpec, topic: str | None, spec: DataSpec, settings: NodeSettings
+) -> ObservationStream:
+    if stream.kind == "image" and stream.message_type not in IMAGE_TYPES:
+        raise ConfigurationError(
+            f"observation {stream.key!r}: image message type {stream.message_type!r} is not "
+            f"one of {list(IMAGE_TYPES)}"
+        )
+    if stream.kind == "joint_state" and stream.message_type != JOINT_STATE_TYPE:
+        raise ConfigurationError(
+            f"observation {stream.key!r}: joint_state streams are {JOINT_STATE_TYPE}, got "
+            f"{stream.message_type!r}"
+        )
+    align_max_age = spec.max_age_of(stream)
+    return ObservationStream(
+        key=stream.key,
+        topic=topic or stream.topic,
+        kind=stream.kind,
+        message_type=stream.message_type,
+        shape=tuple(stream.shape),
+        joints=tuple(stream.joints),
+        joint_field=stream.joint_field,
+        fields=tuple(stream.fields),
+        align_max_age=align_max_age,
+        stale_age=settings.max_observation_age or align_max_age,
+    )
+
+
+def _action_range(
+    checkpoint: Path, manifest: dict[str, Any], dim: int
+) -> tuple[np.ndarray, np.ndarray]:
+    statistics = (manifest.get("normalizer") or {}).get("action") or {}
+    try:
+        low = np.asarray(statistics["min"], dtype=np.float64)
+        high = np.asarray(statistics["max"], dtype=np.float64)
+    except (KeyError, TypeError, ValueError) as error:
+        raise ConfigurationError(
+            f"{checkpoint}: config.json has no action range in 'normalizer' ({error})"
+        ) from error
+    if low.shape != (dim,) or high.shape != (dim,):
+        raise ConfigurationError(
+            f"{checkpoint}: the action range has {low.size} values for {dim} action joints"
+        )
+    if not (np.all(np.isfinite(low)) and np.all(np.isfinite(high)) and np.all(low <= high)):
+        raise ConfigurationError(f"{checkpoint}: the action range in config.json is invalid")
+    return low, high
+
+
+def _limits(
+    settings: NodeSettings, joints: tuple[str, ...], low: np.ndarray, high: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    if settings.joint_lower_limits:
+        if len(settings.joint_lower_limits) != len(joints):
+            raise ConfigurationError(
+                f"joint_lower_limits/joint_upper_limits have {len(settings.joint_lower_limits)} "
+                f"values; the checkpoint's action joints are {list(joints)} (one value each, in "
+                f"that order)"
+            )
+        return (
+            np.asarray(settings.joint_lower_limits, dtype=np.float64),
+            np.asarray(settings.joint_upper_limits, dtype=np.float64),
+        )
+    margin = settings.limit_margin * (high - low)
+    return low - margin, high + margin
+
+
+def _max_step(
+    settings: NodeSettings, joints: tuple[str, ...], low: np.ndarray, high: np.ndarray
+) -> np.ndarray:
+    if settings.max_step:
+        if len(settings.max_step) == 1:
+            return np.full(len(joints), settings.max_step[0])
+        if len(settings.max_step) != len(joints):
+            raise ConfigurationError(
+                f"max_step has {len(settings.max_step)} values; give one for all joints or one "
+                f"per action joint {list(joints)}"
+            )
+        return np.asarray(settings.max_step, dtype=np.float64)
+    data_range = high - low
+    derived = settings.max_step_fraction * data_range
+    # No training range (a joint that never moved) or a zero fraction: no step limit for it;
+    # the position limits still bound it.
+    return np.where((data_range > _MIN_RANGE) & (derived > 0), derived, np.inf)
+
+
+def _inference_steps(checkpoint: Path, settings: NodeSettings, policy_config: dict) -> int:
+    noise = policy_config.get("noise", {})
+    train_steps = int(noise.get("num_train_timesteps", 100))
+    steps = settings.num_inference_steps or int(noise.get("num_inference_steps", 10))
+    if steps > train_steps:
+        raise ConfigurationError(
+            f"num_inference_steps {steps} exceeds the {train_steps} diffusion steps the "
+            f"checkpoint {checkpoint} was trained with"
+        )
+    return steps

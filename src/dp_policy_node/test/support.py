@@ -1,0 +1,284 @@
+"""Shared by the dp_policy_node tests: tiny checkpoints and a robot-like observation feed.
+
+Checkpoints are made with the dp_policy API (a small U-Net, a ResNet-18 camera encoder on a
+32x32 image and a 2-D joint state, normaliser fitted on random data) and saved with the data
+spec, so the node serves them exactly as it would serve a trained one. They are untrained:
+their chunks are noise inside the training range, which is all the node's logic needs.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from dp_policy import (
+    DiffusionPolicy,
+    HorizonConfig,
+    NoiseScheduleConfig,
+    PolicyConfig,
+    UNetConfig,
+    VisionConfig,
+    save_checkpoint,
+)
+from dp_policy.data_spec import DataSpec, StreamSpec, data_spec_metadata
+
+JOINTS = ("pusher_x_joint", "pusher_y_joint")
+IMAGE_TOPIC = "/policy_test/camera/image_raw"
+JOINT_TOPIC = "/policy_test/joint_states"
+IMAGE_SHAPE = (3, 32, 32)
+DT = 0.1
+TO, TP, TA = 2, 16, 8
+ACTION_RANGE = 0.25  # actions in training were in [-0.25, 0.25] m
+
+
+def tiny_spec(joints: tuple[str, ...] = JOINTS, camera: bool = True) -> DataSpec:
+    observations = []
+    if camera:
+        observations.append(
+            StreamSpec(key="image", topic=IMAGE_TOPIC, kind="image", shape=IMAGE_SHAPE)
+        )
+    observations.append(
+        StreamSpec(key="agent_pos", topic=JOINT_TOPIC, kind="joint_state", joints=joints)
+    )
+    return DataSpec(
+        dt=DT,
+        observations=tuple(observations),
+        action=StreamSpec(
+            key="action",
+            topic="/joint_trajectory_controller/joint_trajectory",
+            kind="joint_trajectory",
+            joints=joints,
+        ),
+        reference="image" if camera else "agent_pos",
+    )
+
+
+def make_checkpoint(
+    directory: Path,
+    joints: tuple[str, ...] = JOINTS,
+    camera: bool = True,
+    nan_output: bool = False,
+    seed: int = 0,
+) -> Path:
+    """Save a tiny policy with its data spec; ``nan_output`` makes every prediction NaN."""
+    spec = tiny_spec(joints, camera)
+    config = PolicyConfig(
+        observation=spec.observation_spec(),
+        action=spec.action_spec(),
+        horizon=HorizonConfig(observation_horizon=TO, prediction_horizon=TP, action_horizon=TA),
+        unet=UNetConfig(down_dims=(16, 32), kernel_size=3, n_groups=4, diffusion_step_embed_dim=16),
+        vision=VisionConfig(crop_shape=(28, 28), num_keypoints=4, feature_dim=8),
+        noise=NoiseScheduleConfig(num_inference_steps=3),
+    )
+    torch.manual_seed(seed)
+    policy = DiffusionPolicy(config)
+    generator = torch.Generator().manual_seed(seed)
+    actions = (torch.rand((256, len(joints)), generator=generator) * 2 - 1) * ACTION_RANGE
+    policy.fit_normalizer(actions, {"agent_pos": actions.clone()})
+    if nan_output:
+        with torch.no_grad():
+            for parameter in policy.noise_net.parameters():
+                parameter.fill_(float("nan"))
+    return save_checkpoint(policy, directory, extra_metadata=data_spec_metadata(spec))
+
+
+@dataclass
+class FeedSettings:
+    """What the feed publishes; tests change it while the feed runs (read at every tick)."""
+
+    camera: bool = True
+    joints: bool = True
+    encoding: str = "rgb8"
+    width: int = IMAGE_SHAPE[2]
+    height: int = IMAGE_SHAPE[1]
+    joint_names: tuple[str, ...] = JOINTS
+    joint_positions: tuple[float, ...] = (0.0, 0.0)
+    # Added to the camera stamps: positive is the future, a callable gives a stamp itself.
+    image_stamp_offset: float = 0.0
+    image_stamp: Callable[[float], float] | None = None
+    # Simulated time: every stamp is wall time + clock_offset, and /clock is published.
+    clock_offset: float | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class ObservationFeed:
+    """Publishes camera images and joint states every ``period`` from the probe's node."""
+
+    def __init__(self, probe: Any, period: float = 0.05) -> None:
+        from rclpy.qos import QoSProfile, ReliabilityPolicy
+        from sensor_msgs.msg import Image, JointState
+
+        self.settings = FeedSettings()
+        self._image_type, self._joint_type = Image, JointState
+        reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+        node = probe.node
+        from rosgraph_msgs.msg import Clock
+
+        self._clock_type = Clock
+        self._clock_pub = node.create_publisher(Clock, "/clock", 10)
+        self._image_pub = node.create_publisher(Image, IMAGE_TOPIC, reliable)
+        self._joint_pub = node.create_publisher(JointState, JOINT_TOPIC, reliable)
+        self._lock = threading.Lock()
+        self._frame = 0
+        self.published = 0
+        # Stamps of the images sent, in nanoseconds: chunks must name one of them.
+        self.image_stamps: set[int] = set()
+        self._timer = node.create_timer(period, self._tick)
+
+    def update(self, **changes: Any) -> None:
+        with self._lock:
+            for key, value in changes.items():
+                setattr(self.settings, key, value)
+
+    def _tick(self) -> None:
+        with self._lock:
+            settings = FeedSettings(**vars(self.settings))
+        now = time.time()
+        if settings.clock_offset is not None:
+            now += settings.clock_offset
+            self._clock_pub.publish(self._clock_type(clock=_stamp(now)))
+        if settings.camera:
+            stamp = settings.image_stamp(now) if settings.image_stamp else now
+            image = self._image(settings, stamp + settings.image_stamp_offset)
+            self.image_stamps.add(
+                image.header.stamp.sec * 1_000_000_000 + image.header.stamp.nanosec
+            )
+            self._image_pub.publish(image)
+        if settings.joints:
+            message = self._joint_type()
+            message.header.stamp = _stamp(now)
+            message.name = list(settings.joint_names)
+            message.position = [float(value) for value in settings.joint_positions]
+            self._joint_pub.publish(message)
+        self._frame += 1
+        self.published += 1
+
+    def _image(self, settings: FeedSettings, stamp: float) -> Any:
+        channels = {"rgb8": 3, "bgr8": 3, "mono8": 1, "rgba8": 4, "bgra8": 4}.get(
+            settings.encoding, 2
+        )
+        image = self._image_type()
+        image.header.stamp = _stamp(stamp)
+        image.header.frame_id = "policy_test_camera"
+        image.height, image.width = settings.height, settings.width
+        image.encoding = settings.encoding
+        image.step = settings.width * channels
+        value = (self._frame * 7) % 256
+        image.data = bytes([value]) * (image.step * image.height)
+        return image
+
+
+def _stamp(seconds: float) -> Any:
+    from builtin_interfaces.msg import Time
+
+    whole = int(seconds)
+    return Time(sec=whole, nanosec=round((seconds - whole) * 1e9) % 1_000_000_000)
+
+
+def array_rows(values: list[float], columns: int) -> np.ndarray:
+    return np.asarray(values, dtype=np.float64).reshape(-1, columns)
+
+
+# -- talking to the node under test ---------------------------------------------------------
+
+
+class TimedCollector:
+    """Messages of one topic with the wall-clock time each arrived (time.time())."""
+
+    def __init__(self, probe: Any, topic: str, message_type: type, qos: Any = 10) -> None:
+        self._lock = threading.Lock()
+        self.items: list[tuple[float, Any]] = []
+        probe.node.create_subscription(message_type, topic, self._on_message, qos)
+
+    def _on_message(self, message: Any) -> None:
+        with self._lock:
+            self.items.append((time.time(), message))
+
+    def snapshot(self) -> list[tuple[float, Any]]:
+        with self._lock:
+            return list(self.items)
+
+    def since(self, when: float) -> list[Any]:
+        return [message for arrived, message in self.snapshot() if arrived > when]
+
+    def wait_for(self, count: int, timeout: float, after: float = 0.0) -> list[Any]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            messages = self.since(after)
+            if len(messages) >= count:
+                return messages
+            time.sleep(0.02)
+        raise TimeoutError(f"{len(self.since(after))} of {count} messages within {timeout} s")
+
+
+class StatusWatcher(TimedCollector):
+    """dp_msgs/PolicyStatus of the node under test."""
+
+    def __init__(self, probe: Any, topic: str = "/dp/policy_status") -> None:
+        from dp_msgs.msg import PolicyStatus
+
+        super().__init__(probe, topic, PolicyStatus)
+
+    def latest(self) -> Any:
+        items = self.snapshot()
+        return items[-1][1] if items else None
+
+    def wait_until(self, condition: Callable[[Any], bool], timeout: float, what: str) -> Any:
+        """The first status (newest first) for which ``condition`` holds."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            latest = self.latest()
+            if latest is not None and condition(latest):
+                return latest
+            time.sleep(0.02)
+        raise TimeoutError(f"{what}: not within {timeout} s; last status {self.latest()}")
+
+    def wait_for_state(
+        self, state: int, timeout: float = 20.0, contains: str = "", after: float = 0.0
+    ) -> tuple[float, Any]:
+        """The first status in ``state`` (message containing ``contains``) after ``after``."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for arrived, status in self.snapshot():
+                if arrived > after and status.state == state and contains in status.message:
+                    return arrived, status
+            time.sleep(0.02)
+        seen = [(status.state, status.message) for _, status in self.snapshot()[-5:]]
+        raise TimeoutError(f"no status {state} containing {contains!r} within {timeout} s: {seen}")
+
+
+def change_state(probe: Any, node: str, transition: int, timeout: float = 90.0) -> bool:
+    """Drive one lifecycle transition through ``<node>/change_state``; True on success."""
+    from lifecycle_msgs.msg import Transition
+    from lifecycle_msgs.srv import ChangeState
+
+    request = ChangeState.Request(transition=Transition(id=transition))
+    return probe.call_service(ChangeState, f"/{node}/change_state", request, timeout).success
+
+
+def lifecycle_state(probe: Any, node: str) -> str:
+    from lifecycle_msgs.srv import GetState
+
+    return probe.call_service(
+        GetState, f"/{node}/get_state", GetState.Request()
+    ).current_state.label
+
+
+def set_parameters(probe: Any, node: str, **values: Any) -> None:
+    from rcl_interfaces.srv import SetParameters
+    from rclpy.parameter import Parameter
+
+    request = SetParameters.Request(
+        parameters=[
+            Parameter(name, value=value).to_parameter_msg() for name, value in values.items()
+        ]
+    )
+    results = probe.call_service(SetParameters, f"/{node}/set_parameters", request).results
+    assert all(result.successful for result in results), results

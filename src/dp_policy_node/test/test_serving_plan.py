@@ -1,0 +1,214 @@
+"""Parameters and checkpoint matched at configure: what fails, and what the message says."""
+
+from __future__ import annotations
+
+import math
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from dp_policy_node_test_support import ACTION_RANGE, IMAGE_TOPIC, JOINT_TOPIC, JOINTS
+
+from dp_policy import read_checkpoint_manifest
+from dp_policy.data_spec import data_spec_from_checkpoint
+from dp_policy_node.observation_conversion import (
+    ENCODING,
+    IMAGE,
+    MISSING_JOINT,
+    NOT_FINITE,
+    UNSTAMPED,
+    ObservationRejectedError,
+    convert,
+    stamp_nanoseconds,
+)
+from dp_policy_node.parameters import PARAMETERS, NodeSettings, SettingsError
+from dp_policy_node.serving_plan import ConfigurationError, build_serving_plan
+
+
+def settings(checkpoint, **values) -> NodeSettings:
+    return NodeSettings.from_values({"checkpoint": str(checkpoint), **values})
+
+
+def plan_for(checkpoint, **values):
+    manifest = read_checkpoint_manifest(checkpoint)
+    spec = data_spec_from_checkpoint(checkpoint)
+    return build_serving_plan(settings(checkpoint, **values), spec, manifest)
+
+
+def test_the_parameter_table_is_complete_and_described() -> None:
+    names = [parameter.name for parameter in PARAMETERS]
+    assert len(names) == len(set(names))
+    assert set(names) == set(NodeSettings.__dataclass_fields__)
+    assert all(len(parameter.description) > 20 for parameter in PARAMETERS)
+
+
+@pytest.mark.parametrize(
+    ("values", "text"),
+    [
+        ({"checkpoint": ""}, "parameter 'checkpoint' is empty"),
+        ({"device": "gpu0"}, "parameter 'device' is 'gpu0'"),
+        ({"joint_lower_limits": [0.0]}, "set both joint_lower_limits and joint_upper_limits"),
+        ({"joint_lower_limits": [1.0], "joint_upper_limits": [0.0]}, "must be below"),
+        ({"max_step": [0.0]}, "max_step values must be positive"),
+        ({"observation_topics": ["image:/x"]}, "must be 'key=/topic'"),
+        ({"marker_dims": [0, 1, 2, 3]}, "up to 3"),
+        ({"status_period": 0.0}, "'status_period' is 0.0"),
+    ],
+)
+def test_impossible_parameters_are_named(values, text) -> None:
+    with pytest.raises(SettingsError, match=text.replace("(", r"\(")):
+        NodeSettings.from_values({"checkpoint": "/ck", **values})
+
+
+def test_the_plan_takes_topics_joints_and_ranges_from_the_checkpoint(checkpoints) -> None:
+    plan = plan_for(checkpoints["camera"])
+    assert [stream.topic for stream in plan.streams] == [IMAGE_TOPIC, JOINT_TOPIC]
+    assert plan.reference == "image" and plan.action_joints == JOINTS
+    assert (plan.observation_horizon, plan.prediction_horizon, plan.action_horizon) == (2, 16, 8)
+    assert plan.streams[0].stale_age == pytest.approx(0.2)  # 2 dt, the spec's default max_age
+    # Limits: the training range (about +-0.25 m) widened by 5 % of it on each side.
+    assert np.all(plan.upper_limits > ACTION_RANGE * 0.9)
+    width = plan.upper_limits - plan.lower_limits
+    assert np.all(width < 2 * ACTION_RANGE * 1.1 + 1e-9)
+    np.testing.assert_allclose(plan.max_step, 0.25 * width / 1.1)
+    assert plan.marker_dims == (0, 1) and plan.num_inference_steps == 3
+
+
+def test_overrides_limits_and_steps_from_parameters(checkpoints) -> None:
+    plan = plan_for(
+        checkpoints["camera"],
+        observation_topics=["image=/wrist/image"],
+        joint_names=list(reversed(JOINTS)),  # any order
+        joint_lower_limits=[-1.0, -2.0],
+        joint_upper_limits=[1.0, 2.0],
+        max_step=[0.05],
+        max_observation_age=0.4,
+        num_inference_steps=7,
+    )
+    assert plan.streams[0].topic == "/wrist/image" and plan.streams[1].topic == JOINT_TOPIC
+    assert plan.streams[0].stale_age == 0.4 and plan.streams[0].align_max_age == pytest.approx(0.2)
+    np.testing.assert_array_equal(plan.lower_limits, [-1.0, -2.0])
+    np.testing.assert_array_equal(plan.max_step, [0.05, 0.05])
+    assert plan.num_inference_steps == 7
+
+
+@pytest.mark.parametrize(
+    ("checkpoint", "values", "text"),
+    [
+        (
+            "other_joints",
+            {"joint_names": list(JOINTS)},
+            "trained for joints ['shoulder_joint', 'elbow_joint'], but parameter joint_names",
+        ),
+        ("camera", {"observation_topics": ["camera=/x"]}, "names key(s) ['camera']"),
+        ("camera", {"joint_lower_limits": [0.0], "joint_upper_limits": [1.0]}, "one value each"),
+        ("camera", {"max_step": [0.1, 0.1, 0.1]}, "max_step has 3 values"),
+        ("camera", {"marker_dims": [0, 2]}, "names action dimension(s) [2]"),
+        ("camera", {"num_inference_steps": 500}, "exceeds the 100 diffusion steps"),
+    ],
+)
+def test_a_mismatch_between_checkpoint_and_parameters_says_what_to_fix(
+    checkpoints, checkpoint, values, text
+) -> None:
+    with pytest.raises(ConfigurationError) as error:
+        plan_for(checkpoints[checkpoint], **values)
+    assert text in str(error.value)
+
+
+def _image(encoding="rgb8", size=32, channels=3):
+    return SimpleNamespace(
+        header=SimpleNamespace(stamp=SimpleNamespace(sec=5, nanosec=7)),
+        encoding=encoding,
+        height=size,
+        width=size,
+        step=size * channels,
+        is_bigendian=0,
+        data=bytes(range(256)) * (size * size * channels // 256 + 1),
+    )
+
+
+def _joints(names, positions):
+    return SimpleNamespace(
+        header=SimpleNamespace(stamp=SimpleNamespace(sec=1, nanosec=0)),
+        name=list(names),
+        position=list(positions),
+        velocity=[],
+        effort=[],
+    )
+
+
+def test_conversion_uses_dp_policy_and_names_each_cause(checkpoints) -> None:
+    plan = plan_for(checkpoints["camera"])
+    camera, joints = plan.streams
+    image = convert(camera, _image())
+    assert image.shape == (3, 32, 32) and image.dtype == np.uint8
+    bgr = convert(camera, _image("bgr8"))
+    np.testing.assert_array_equal(bgr, image[::-1])  # cv_bridge semantics: channels swapped
+    assert stamp_nanoseconds(_image(), camera.topic) == 5_000_000_007
+    cases = [
+        (camera, _image("16UC1", channels=2), ENCODING, "encoding '16UC1'"),
+        (camera, _image(size=48), IMAGE, "48x48, the policy expects 32x32"),
+        (joints, _joints(["pusher_y_joint"], [0.0]), MISSING_JOINT, "['pusher_x_joint']"),
+        (joints, _joints(JOINTS, [math.nan, 0.0]), NOT_FINITE, "['pusher_x_joint']"),
+    ]
+    for stream, message, cause, text in cases:
+        with pytest.raises(ObservationRejectedError) as refused:
+            convert(stream, message)
+        assert refused.value.cause == cause and text in refused.value.message
+        assert stream.topic in refused.value.message
+    picked = convert(joints, _joints(["other", *reversed(JOINTS)], [9.0, 2.0, 1.0]))
+    np.testing.assert_array_equal(picked, [1.0, 2.0])  # the checkpoint's order
+    unstamped = _joints(JOINTS, [0.0, 0.0])
+    unstamped.header.stamp.sec = 0
+    with pytest.raises(ObservationRejectedError) as refused:
+        stamp_nanoseconds(unstamped, joints.topic)
+    assert refused.value.cause == UNSTAMPED
+
+
+def test_compressed_images_decode_to_the_same_array_as_raw_ones() -> None:
+    import cv2
+
+    from dp_policy_node.serving_plan import ObservationStream
+
+    rgb = np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    _, png = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    stream = ObservationStream(
+        key="image",
+        topic="/camera/image_raw/compressed",
+        kind="image",
+        message_type="sensor_msgs/msg/CompressedImage",
+        shape=(3, 32, 32),
+        joints=(),
+        joint_field="position",
+        fields=(),
+        align_max_age=0.2,
+        stale_age=0.2,
+    )
+    message = SimpleNamespace(format="png", data=png.tobytes())
+    np.testing.assert_array_equal(convert(stream, message), rgb.transpose(2, 0, 1))
+    with pytest.raises(ObservationRejectedError) as refused:
+        convert(stream, SimpleNamespace(format="jpeg", data=b"not an image"))
+    assert refused.value.cause == IMAGE and stream.topic in refused.value.message
+
+
+def test_fields_streams_read_dotted_paths_and_refuse_nan() -> None:
+    from dp_policy_node.serving_plan import ObservationStream
+
+    stream = ObservationStream(
+        key="block_pose",
+        topic="/pusht/block_pose",
+        kind="fields",
+        message_type="geometry_msgs/msg/PoseStamped",
+        shape=(),
+        joints=(),
+        joint_field="position",
+        fields=("pose.position.x", "pose.orientation.w"),
+        align_max_age=0.2,
+        stale_age=0.2,
+    )
+    pose = SimpleNamespace(position=SimpleNamespace(x=0.5), orientation=SimpleNamespace(w=1.0))
+    np.testing.assert_array_equal(convert(stream, SimpleNamespace(pose=pose)), [0.5, 1.0])
+    pose.position.x = math.nan
+    with pytest.raises(ObservationRejectedError) as refused:
+        convert(stream, SimpleNamespace(pose=pose))
+    assert refused.value.cause == NOT_FINITE and "/pusht/block_pose" in refused.value.message
