@@ -1,6 +1,7 @@
 """The simulated PushT robot (dp_sim), and optionally the scripted expert that drives it.
 
     ros2 launch dp_bringup sim.launch.py                    # the robot alone, in real time
+        # (with robot_state_publisher for its TF, robot_state_publisher:=false to leave it out)
     ros2 launch dp_bringup sim.launch.py expert:=true auto_reset:=true
         # demonstrations without a person: the expert solves episode after episode
     ros2 launch dp_bringup sim.launch.py expert:=true real_time_factor:=5.0
@@ -15,6 +16,8 @@ from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
 from launch_ros.actions import Node
 from launch_ros.substitutions import FindPackageShare
+
+from dp_sim.robot_model import urdf
 
 # Launch arguments that override a parameter of the sim node when they are not empty.
 SIM_OVERRIDES = {
@@ -64,6 +67,24 @@ def _nodes(context, *args, **kwargs):
             emulate_tty=True,
         )
     ]
+    if LaunchConfiguration("robot_state_publisher").perform(context).lower() == "true":
+        # TF of the pusher from /joint_states, so RViz can show the robot model.
+        description = urdf(
+            sim.get("world_frame", "world"),
+            sim.get("camera_frame", "pusht_camera_optical_frame"),
+        )
+        nodes.append(
+            Node(
+                package="robot_state_publisher",
+                executable="robot_state_publisher",
+                name="robot_state_publisher",
+                namespace=namespace,
+                parameters=[
+                    {"robot_description": description, "use_sim_time": others_use_sim_time}
+                ],
+                output="screen",
+            )
+        )
     if LaunchConfiguration("expert").perform(context).lower() == "true":
         nodes.append(
             Node(
@@ -106,6 +127,12 @@ def generate_launch_description() -> LaunchDescription:
             default_value="auto",
             choices=["auto", "true", "false"],
             description="use_sim_time of the expert; auto: true when the sim publishes /clock.",
+        ),
+        DeclareLaunchArgument(
+            "robot_state_publisher",
+            default_value="true",
+            choices=["true", "false"],
+            description="Publish the robot's TF from /joint_states (robot_state_publisher).",
         ),
         DeclareLaunchArgument("namespace", default_value="", description="Node namespace."),
     ]

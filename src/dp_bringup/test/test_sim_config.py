@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import ast
-import importlib.util
-import sys
-import types
 from pathlib import Path
 
 import pytest
@@ -15,6 +12,8 @@ from rcl_interfaces.msg import ParameterType
 from rcl_interfaces.srv import GetParameters
 
 from dp_sim import expert_node, sim_node
+from dp_sim.mapping import JOINT_NAMES
+from dp_testing.launch_stand_ins import declared_arguments, launch_actions, of_kind
 
 PACKAGE = Path(__file__).resolve().parents[1]
 LAUNCH = PACKAGE / "launch" / "sim.launch.py"
@@ -52,12 +51,18 @@ def test_the_launch_file_names_packages_executables_and_files_that_exist() -> No
     tree = ast.parse(LAUNCH.read_text())
     calls = [node for node in ast.walk(tree) if isinstance(node, ast.Call)]
     nodes = [call for call in calls if getattr(call.func, "id", "") == "Node"]
-    assert len(nodes) == 2
+    packages = [
+        ast.literal_eval(next(k.value for k in node.keywords if k.arg == "package"))
+        for node in nodes
+    ]
+    # robot_state_publisher comes from a full ROS 2 install, not from this workspace.
+    assert sorted(packages) == ["dp_sim", "dp_sim", "robot_state_publisher"]
     for node in nodes:
         keywords = {keyword.arg: keyword.value for keyword in node.keywords}
         package = ast.literal_eval(keywords["package"])
         executable = ast.literal_eval(keywords["executable"])
-        assert package == "dp_sim"
+        if package != "dp_sim":
+            continue
         assert (Path(get_package_prefix(package)) / "lib" / package / executable).is_file()
         assert ast.literal_eval(keywords["name"]) == EXECUTABLES[executable]
     strings = {node.value for node in ast.walk(tree) if isinstance(node, ast.Constant)}
@@ -70,49 +75,16 @@ def test_the_launch_file_names_packages_executables_and_files_that_exist() -> No
     assert set(ast.literal_eval(overrides)) <= {p.name for p in sim_node.PARAMETERS}
 
 
-class _Recorded:
-    """Stands in for a launch class: keeps what it was built with."""
-
-    def __init__(self, *args, **kwargs) -> None:
-        self.args = args
-        self.kwargs = kwargs
-
-
-class _LaunchConfiguration(_Recorded):
-    def perform(self, context: dict) -> str:
-        return context[self.args[0]]
-
-
-def _run_launch_file(monkeypatch, arguments: dict) -> list[_Recorded]:
-    """Run the launch file's logic with stand-ins for launch and launch_ros (not installed
-    here; a full ROS 2 install runs the real thing in the next test)."""
-    classes = {
-        "launch": {"LaunchDescription": _Recorded},
-        "launch.actions": {"DeclareLaunchArgument": _Recorded, "OpaqueFunction": _Recorded},
-        "launch.substitutions": {
-            "LaunchConfiguration": _LaunchConfiguration,
-            "PathJoinSubstitution": _Recorded,
-        },
-        "launch_ros": {},
-        "launch_ros.actions": {"Node": _Recorded},
-        "launch_ros.substitutions": {"FindPackageShare": _Recorded},
-    }
-    for module_name, members in classes.items():
-        module = types.ModuleType(module_name)
-        for member, value in members.items():
-            setattr(module, member, value)
-        monkeypatch.setitem(sys.modules, module_name, module)
-    spec = importlib.util.spec_from_file_location("sim_launch_under_test", LAUNCH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    description = module.generate_launch_description()
-    actions = description.args[0]
-    declared = {action.args[0]: action.kwargs for action in actions if action.args}
-    opaque = next(action for action in actions if "function" in action.kwargs)
+def _run_launch_file(monkeypatch, arguments: dict) -> list:
+    """The nodes the launch file starts for ``arguments`` (stand-ins for launch/launch_ros)."""
+    actions = launch_actions(LAUNCH, monkeypatch)
+    declared = declared_arguments(actions)
+    (opaque,) = of_kind(actions, "OpaqueFunction")
     share = PACKAGE / "config"
     context = {name: options.get("default_value", "") for name, options in declared.items()}
     context.update(sim_params_file=str(share / "sim.yaml"))
     context.update(expert_params_file=str(share / "expert.yaml"))
+    context.update(robot_state_publisher="false")
     context.update(arguments)
     return opaque.kwargs["function"](context)
 
@@ -169,3 +141,13 @@ def test_the_installed_nodes_take_every_value_of_their_yaml(
             ParameterType.PARAMETER_STRING: value.string_value,
         }[value.type]
         assert got == expected, name
+
+
+def test_robot_state_publisher_gets_the_urdf_of_the_sim_frames(monkeypatch) -> None:
+    _, publisher = _run_launch_file(monkeypatch, {"robot_state_publisher": "true"})
+    assert publisher.kwargs["package"] == "robot_state_publisher"
+    (parameters,) = publisher.kwargs["parameters"]
+    description = parameters["robot_description"]
+    world_frame = file_parameters("sim.yaml")["world_frame"]
+    assert f'<link name="{world_frame}"/>' in description
+    assert all(f'<joint name="{joint}"' in description for joint in JOINT_NAMES)
