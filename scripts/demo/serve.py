@@ -1,0 +1,210 @@
+"""Online check: the inference node serves the trained checkpoint to the simulated robot for a
+few episodes; each episode's highest coverage and outcome come from the sim's own topics."""
+
+from __future__ import annotations
+
+import math
+import queue
+import threading
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from sensor_msgs.msg import JointState
+from std_msgs.msg import Float64
+from trajectory_msgs.msg import JointTrajectory
+
+from dp_msgs.msg import EpisodeEvent, PolicyStatus
+from dp_msgs.srv import ResetSimulation
+
+from .processes import ProcessManager, StageError, wait_until
+from .record import COMMAND_TOPIC
+from .ros import RosSession
+
+STAGE = "serve"
+_ACTIVE = (
+    PolicyStatus.STATE_RUNNING,
+    PolicyStatus.STATE_PREDICTION_REJECTED,
+    PolicyStatus.STATE_STALE_OBSERVATIONS,
+)
+_SETTLED = (*_ACTIVE, PolicyStatus.STATE_ERROR)
+
+
+@dataclass
+class ServedEpisode:
+    seed: int
+    success: bool
+    max_coverage: float
+    steps: int
+    chunks_received: int
+    pusher_travel_m: float
+
+
+class _Monitor:
+    """What the sim and the node said during the current episode (callbacks run on the spin
+    thread, the main thread reads)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.events: queue.Queue[EpisodeEvent] = queue.Queue()
+        self.status: PolicyStatus | None = None
+        self.reset_counters()
+
+    def reset_counters(self) -> None:
+        with getattr(self, "lock", threading.Lock()):
+            self.max_coverage = 0.0
+            self.chunks = 0
+            self.travel = 0.0
+            self.last_position: tuple[float, float] | None = None
+
+    def on_coverage(self, msg: Float64) -> None:
+        with self.lock:
+            self.max_coverage = max(self.max_coverage, msg.data)
+
+    def on_command(self, msg: JointTrajectory) -> None:
+        with self.lock:
+            self.chunks += 1
+
+    def on_joints(self, msg: JointState) -> None:
+        position = (msg.position[0], msg.position[1])
+        with self.lock:
+            if self.last_position is not None:
+                self.travel += math.dist(position, self.last_position)
+            self.last_position = position
+
+    def on_status(self, msg: PolicyStatus) -> None:
+        self.status = msg
+
+
+def serve(
+    pm: ProcessManager,
+    checkpoint: Path,
+    episodes: int,
+    start_seed: int,
+    max_episode_steps: int,
+    real_time_factor: float,
+    device: str,
+    cpu_threads: int,
+    max_step_fraction: float,
+) -> list[ServedEpisode]:
+    sim_time = real_time_factor != 1.0
+    pm.start_node(
+        "pusht_sim",
+        "dp_sim.sim_node",
+        {
+            "real_time_factor": real_time_factor,
+            "max_episode_steps": max_episode_steps,
+            "seed": start_seed,
+        },
+    )
+    pm.start_node(
+        "policy_node",
+        "dp_policy_node",
+        {
+            "checkpoint": str(checkpoint),
+            "autostart": True,
+            "device": device,
+            "cpu_threads": cpu_threads,
+            "max_step_fraction": max_step_fraction,
+            "use_sim_time": sim_time,
+        },
+    )
+    monitor = _Monitor()
+    results: list[ServedEpisode] = []
+    with RosSession("demo_serve_monitor", use_sim_time=sim_time) as ros:
+        ros.subscribe(EpisodeEvent, "/pusht/episode", monitor.events.put)
+        ros.subscribe(Float64, "/pusht/coverage", monitor.on_coverage)
+        ros.subscribe(JointTrajectory, COMMAND_TOPIC, monitor.on_command)
+        ros.subscribe(JointState, "/joint_states", monitor.on_joints)
+        ros.subscribe(PolicyStatus, "/dp/policy_status", monitor.on_status)
+        # Configure loads the weights and warms up; then the node is active and predicting
+        # (a rejected prediction is a verdict on the policy, which the episodes measure).
+        running = wait_until(
+            lambda: (
+                not pm.processes[-1].running()
+                or (monitor.status is not None and monitor.status.state in _SETTLED)
+            ),
+            timeout=180.0,
+        )
+        pm.check_alive(STAGE)
+        if not running or monitor.status is None or monitor.status.state not in _ACTIVE:
+            status = monitor.status
+            detail = f"state {status.state}: {status.message}" if status else "no status"
+            raise StageError(
+                f"{STAGE}: policy_node is not running after 180 s ({detail}); "
+                f"see {pm.log_dir / 'policy_node.log'}"
+            )
+        episode_timeout = 3.0 * max_episode_steps * 0.1 / real_time_factor + 30.0
+        for index in range(episodes):
+            seed = start_seed + index
+            # Events of episodes before this reset (the sim's own first one) are stale.
+            while not monitor.events.empty():
+                monitor.events.get_nowait()
+            response = ros.call(
+                STAGE, ResetSimulation, "/pusht/reset", ResetSimulation.Request(seed=seed), 30.0
+            )
+            if not response.success:
+                raise StageError(f"{STAGE}: /pusht/reset refused seed {seed}")
+            monitor.reset_counters()
+            stop = _wait_for_stop(pm, monitor, episode_timeout)
+            with monitor.lock:
+                results.append(
+                    ServedEpisode(
+                        seed=seed,
+                        success=stop.success,
+                        max_coverage=monitor.max_coverage,
+                        steps=_steps(stop.notes),
+                        chunks_received=monitor.chunks,
+                        pusher_travel_m=monitor.travel,
+                    )
+                )
+            last = results[-1]
+            print(
+                f"  [serve] episode {index + 1}/{episodes} seed {seed}: success={last.success} "
+                f"max coverage {last.max_coverage:.3f}, {last.steps} steps, "
+                f"{last.chunks_received} chunks, pusher moved {last.pusher_travel_m:.3f} m",
+                flush=True,
+            )
+        if monitor.status is not None:
+            status = monitor.status
+            print(
+                f"  [serve] inference latency p50 {status.inference_latency_p50 * 1e3:.0f} ms, "
+                f"p99 {status.inference_latency_p99 * 1e3:.0f} ms on {status.device}",
+                flush=True,
+            )
+    return results
+
+
+def _wait_for_stop(pm: ProcessManager, monitor: _Monitor, timeout: float) -> EpisodeEvent:
+    """The end of the episode the latest reset started (its START comes first)."""
+    deadline = time.monotonic() + timeout
+    started: int | None = None
+    while time.monotonic() < deadline:
+        try:
+            event = monitor.events.get(timeout=1.0)
+        except queue.Empty:
+            pm.check_alive(STAGE)
+            continue
+        if event.event == EpisodeEvent.EVENT_START:
+            started = event.episode_index
+        elif event.event == EpisodeEvent.EVENT_STOP and event.episode_index == started:
+            return event
+    raise StageError(f"{STAGE}: the episode did not end within {timeout:.0f} s")
+
+
+def _steps(notes: str) -> int:
+    for part in notes.split():
+        if part.startswith("steps="):
+            return int(part.removeprefix("steps="))
+    return 0
+
+
+def summarize(results: list[ServedEpisode]) -> dict[str, object]:
+    return {
+        "episodes": len(results),
+        "successes": sum(r.success for r in results),
+        "mean_max_coverage": (
+            sum(r.max_coverage for r in results) / len(results) if results else 0.0
+        ),
+        "episodes_list": [asdict(r) for r in results],
+    }
