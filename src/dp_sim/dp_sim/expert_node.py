@@ -11,10 +11,7 @@ from __future__ import annotations
 import sys
 
 import numpy as np
-import rclpy
-import rclpy.exceptions
 from geometry_msgs.msg import PoseStamped
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import (
     DurabilityPolicy,
@@ -35,6 +32,7 @@ from dp_sim.mapping import (
     quaternion_to_yaw,
     world_pose_to_task,
 )
+from dp_sim.node_runner import run_node
 from dp_sim.parameters import Parameter, declare
 
 PARAMETERS = (
@@ -139,21 +137,7 @@ class PushTExpertNode(Node):
 
 
 def main(args: list[str] | None = None) -> int:
-    rclpy.init(args=args)
-    try:
-        node = PushTExpertNode()
-    except (ValueError, rclpy.exceptions.ParameterException) as error:
-        rclpy.logging.get_logger("pusht_expert").fatal(f"cannot start: {error}")
-        rclpy.try_shutdown()
-        return 2
-    try:
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+    return run_node(PushTExpertNode, "pusht_expert", args)
 
 
 if __name__ == "__main__":

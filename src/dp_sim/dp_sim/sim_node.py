@@ -15,12 +15,9 @@ import sys
 import time
 
 import numpy as np
-import rclpy
-import rclpy.exceptions
 from builtin_interfaces.msg import Time as TimeMsg
 from geometry_msgs.msg import PoseStamped
 from rclpy.clock import Clock, ClockType
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.time import Time
@@ -41,6 +38,7 @@ from dp_sim.mapping import (
     task_pose_to_world,
     yaw_to_quaternion,
 )
+from dp_sim.node_runner import run_node
 from dp_sim.parameters import Parameter, declare
 from dp_sim.pusht_robot import CONTROL_PERIOD_S, MAX_EPISODE_STEPS, PushTRobot, TaskState
 from dp_sim.robot_model import camera_matrix, urdf
@@ -374,21 +372,7 @@ class PushTSimNode(Node):
 
 
 def main(args: list[str] | None = None) -> int:
-    rclpy.init(args=args)
-    try:
-        node = PushTSimNode()
-    except (ValueError, rclpy.exceptions.ParameterException) as error:
-        rclpy.logging.get_logger("pusht_sim").fatal(f"cannot start: {error}")
-        rclpy.try_shutdown()
-        return 2
-    try:
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+    return run_node(PushTSimNode, "pusht_sim", args)
 
 
 if __name__ == "__main__":
