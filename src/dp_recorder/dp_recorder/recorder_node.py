@@ -394,8 +394,16 @@ class RecorderNode(Node):
         if topic.latched:
             gid = info.get("publisher_gid") or {}
             topic.latched_messages[bytes(gid.get("data", b""))] = (timestamp_ns, data)
-        if self._episode is not None:
-            self._episode.recording.write(topic.name, timestamp_ns, data)
+        episode = self._episode
+        if episode is None:
+            return
+        if timestamp_ns < episode.started_ns:
+            # Received before the episode started, delivered to us after: not part of it, unless
+            # it is latched state, which the bag starts with (at its start, like the replay).
+            if not topic.latched:
+                return
+            timestamp_ns = episode.started_ns
+        episode.recording.write(topic.name, timestamp_ns, data)
 
     def _on_new_topic(self, topic: RecordedTopic) -> None:
         if self._episode is not None:
