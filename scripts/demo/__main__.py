@@ -1,7 +1,7 @@
 """``python -m scripts.demo``: record, train, serve, evaluate; a summary at the end.
 
-The default sizes aim at a 2-core CPU in about 35 minutes (measured on a 2-core VM: 40 episodes
-recorded in 101 s, 4000 training steps in 781 s, so 10000 steps about 25 minutes): the low-dim
+The default sizes fit a 2-core CPU in about 17 minutes (measured on a 2-core VM: 40 episodes
+recorded in 101 s, 4000 training steps in 781 s; more steps with --train-steps): the low-dim
 policy (pusher position and T pose) with a U-Net narrowed to 64/128/256 channels, which trains
 about ten times faster than the paper's 256/512/1024 on a CPU. The image policy
 (``--policy image``, the paper's ResNet-18 + U-Net) needs a GPU: on 2 CPU cores a training
@@ -35,7 +35,7 @@ def parse_arguments(argv: Sequence[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="scripts/demo.sh", description=__doc__.split("\n")[0])
     add = parser.add_argument
     add("--episodes", type=int, default=40, help="expert episodes to record (default: 40)")
-    add("--train-steps", type=int, default=10000, help="training steps (default: 10000)")
+    add("--train-steps", type=int, default=4000, help="training steps (default: 4000)")
     add("--eval-episodes", type=int, default=20, help="offline eval episodes (default: 20)")
     add("--serve-episodes", type=int, default=3, help="online episodes served (default: 3)")
     add("--serve-max-steps", type=int, default=300, help="step limit of served episodes")
