@@ -135,7 +135,7 @@ class FiLMTableUnet(nn.Module):
         start, channels = block.film_offset, block.out_channels
         scale = film[:, start : start + channels, None]
         bias = film[:, start + channels : start + 2 * channels, None]
-        hidden = scale * self._conv_block(block.first, x) + bias
+        hidden = torch.addcmul(bias, scale, self._conv_block(block.first, x))  # one kernel
         residual = block.residual
         skip = self._conv(residual, x) if isinstance(residual, nn.Conv1d) else x
         return self._conv_block(block.second, hidden) + skip
