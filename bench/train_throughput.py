@@ -172,11 +172,10 @@ def measure_policy(
 
 def measure_cache(frames: int, episode_frames: int = 200) -> dict[str, Any]:
     """Seconds to build the dataset cache of ``frames`` frames of sim-like bags."""
-    sys.path.insert(0, str(ROOT / "src" / "dp_policy" / "test"))
-    import bag_fixtures as fixtures  # the tests' record-free bag writer
-
+    sys.path.insert(0, str(ROOT / "tests"))
     from dp_policy.data_spec import DataSpec
     from dp_policy.datasets.cache import DatasetCache
+    from dp_testing import demonstration_bags as fixtures  # the tests' record-free bag writer
 
     spec_data = dict(fixtures.PUSHT_SPEC)
     spec_data["observations"] = [

@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 
@@ -13,21 +9,8 @@ from dp_policy.data_spec import DataSpec
 from dp_policy.datasets.cache import DatasetCache
 from dp_policy.datasets.episodes import EpisodeSelection
 from dp_policy.datasets.replay_store import open_replay
+from dp_testing import demonstration_bags as bf
 
-
-def _fixtures():
-    name = "dp_policy_test_bag_fixtures"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(
-            name, Path(__file__).with_name("bag_fixtures.py")
-        )
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-bf = _fixtures()
 SPEC = DataSpec.from_dict(bf.PUSHT_SPEC)
 
 

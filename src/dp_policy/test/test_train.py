@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -19,21 +18,7 @@ from dp_policy.training.config import ConfigError, build_config
 from dp_policy.training.data import prepare_data
 from dp_policy.training.distributed import DistributedContext
 from dp_policy.training.loop import Trainer
-
-
-def _fixtures():
-    name = "dp_policy_test_bag_fixtures"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(
-            name, Path(__file__).with_name("bag_fixtures.py")
-        )
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-bf = _fixtures()
+from dp_testing import demonstration_bags as bf
 
 IMAGE_SPEC = {
     **bf.PUSHT_SPEC,

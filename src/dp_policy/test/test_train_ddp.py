@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -12,21 +11,7 @@ from pathlib import Path
 import yaml
 
 import dp_policy
-
-
-def _fixtures():
-    name = "dp_policy_test_bag_fixtures"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(
-            name, Path(__file__).with_name("bag_fixtures.py")
-        )
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-bf = _fixtures()
+from dp_testing import demonstration_bags as bf
 
 
 def test_torchrun_two_processes_train_and_only_rank_zero_writes(tmp_path) -> None:

@@ -25,7 +25,7 @@ import numpy as np
 from rosbags.rosbag2 import StoragePlugin, Writer
 from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 
-REPO_ROOT = Path(__file__).resolve().parents[3]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 EPISODE_EVENT_MSG = REPO_ROOT / "src" / "dp_msgs" / "msg" / "EpisodeEvent.msg"
 JOINTS = ("pusher_x_joint", "pusher_y_joint")
 IMAGE_TOPIC = "/camera/image_raw"
