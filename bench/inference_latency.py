@@ -12,8 +12,10 @@ Variants:
                     conv as "native" Conv1d or "gemm" over the unfolded input, weight dtype.
   graph_*           (CUDA) the same captured as ONE CUDA graph per chunk: encoder, all
                     denoising steps, scheduler arithmetic and unnormalisation.
-  compiled_graph_*  (CUDA, --compile) the per-step network through torch.compile (fuses
-                    GroupNorm+FiLM+Mish), then captured in our CUDA graph; by default only for
+  compiled_*        (--compile) encoder + FiLM table and each denoising step (network +
+                    scheduler arithmetic) through torch.compile, which fuses GroupNorm, FiLM,
+                    Mish, the convolutions' input windows and the step arithmetic; the graph_
+                    kind then captures the compiled code in our CUDA graph. By default only for
                     the paper configuration (--compile-configs).
 Names read <kind>_<weights>_<conv>: weights fp32, fp16, bf16 (everything in that dtype) or
 fp16mix, bf16mix (only convolution weights halved; activations, GroupNorm, FiLM float32);
@@ -52,6 +54,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from dp_policy import (
     ActionSpec,
@@ -253,10 +256,11 @@ class CaseRunner:
             denoiser=denoisers.get(key),
             mixed=variant.mixed,
         )
-        if key not in denoisers:
-            if variant.compiled:
-                self.fast.compile_denoiser(mode=compile_mode, dynamic=False)
-            denoisers[key] = self.fast.denoiser
+        # Each sampler compiles its own entry points; the compiled code itself is shared
+        # through the dynamo and FX-graph caches, so a second sampler recompiles in seconds.
+        if variant.compiled:
+            self.fast.compile_sampling(mode=compile_mode)
+        denoisers.setdefault(key, self.fast.denoiser)
         self.graph = None
         if variant.kind == "graph":
             if device.type != "cuda":
@@ -284,7 +288,7 @@ class CaseRunner:
             )
             self.fast.unnormalize(self.fast.sample_normalized(observations, noise, step_noise))
 
-    def fixed_run(self, seed: int) -> torch.Tensor:
+    def fixed_run(self, seed: int, use_graph: bool = True) -> torch.Tensor:
         """Normalised chunk ``(1, Tp, Da)`` for the noise of ``fixed_noise(seed)``."""
         initial, per_step = fixed_noise(self.policy, self.steps, seed)
         if self.variant.kind == "eager":
@@ -294,10 +298,72 @@ class CaseRunner:
             return self.policy.sample_normalized(
                 features, initial, self.steps, self.scheduler_name, generator
             ).clone()
-        if self.graph is not None:
+        if self.graph is not None and use_graph:
             normalized, _ = self.graph(self.observations, initial, per_step)
             return normalized.clone()
         return self.fast.sample_normalized(self.observations, initial, per_step).clone()
+
+
+class _AtenOpCounter(TorchDispatchMode):
+    """Counts the aten operators that do work (views and metadata changes excluded)."""
+
+    FREE = frozenset(
+        [
+            "view",
+            "_unsafe_view",
+            "reshape",
+            "transpose",
+            "permute",
+            "unfold",
+            "expand",
+            "slice",
+            "select",
+            "as_strided",
+            "t",
+            "unsqueeze",
+            "squeeze",
+            "alias",
+            "detach",
+            "split",
+            "split_with_sizes",
+            "chunk",
+            "unbind",
+            "lift_fresh",
+        ]
+    )
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.count = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func.overloadpacket.__name__ not in self.FREE:
+            self.count += 1
+        return func(*args, **(kwargs or {}))
+
+
+def device_work_per_chunk(runner: CaseRunner) -> dict:
+    """What one chunk launches, the figure that explains latency at batch 1.
+
+    CUDA: kernels, copies and memsets recorded by the profiler for one un-captured chunk (the
+    graph replays exactly these). CPU: aten operators that do work; for compiled variants
+    those are only the calls inductor leaves to aten (GEMMs), so they are not comparable and
+    are not reported.
+    """
+    device = runner.policy.device
+    if device.type == "cuda":
+        activities = [torch.profiler.ProfilerActivity.CUDA]
+        with torch.profiler.profile(activities=activities) as profile:
+            runner.fixed_run(seed=3, use_graph=False)
+            synchronize(device)
+        launches = [e for e in profile.events() if e.device_type == torch.autograd.DeviceType.CUDA]
+        return {"cuda_launches_per_chunk": len(launches)}
+    if runner.variant.compiled:
+        return {}
+    counter = _AtenOpCounter()
+    with counter:
+        runner.fixed_run(seed=3)
+    return {"aten_ops_per_chunk": counter.count}
 
 
 def machine_info(device: torch.device) -> dict:
@@ -415,6 +481,12 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
         default=None,
         help="variants take turns run by run (default: on for CPU, off for CUDA)",
     )
+    parser.add_argument(
+        "--count-launches",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="record kernels (CUDA) or aten operators (CPU) per chunk for each variant",
+    )
     parser.add_argument("--smoke", action="store_true", help="tiny models, few runs, seconds")
     parser.add_argument("--out", default=None, help="JSON path (default bench/results/...)")
     return parser.parse_args(argv)
@@ -469,6 +541,7 @@ def main(argv: list[str] | None = None) -> dict:
             "compile": args.compile,
             "compile_mode": args.compile_mode,
             "interleave": args.interleave,
+            "count_launches": args.count_launches,
             "smoke": args.smoke,
             "variants": variant_names,
         },
@@ -562,6 +635,11 @@ def run_sampler_group(
             output = runner.fixed_run(seed=3)
             synchronize(policy.device)
             result["setup_s"] = time.perf_counter() - setup_begin
+            if args.count_launches:
+                try:
+                    result.update(device_work_per_chunk(runner))
+                except Exception as error:  # a profiler problem must not cost the timing
+                    result["launch_count_error"] = f"{type(error).__name__}: {error}"
             if variant.kind == "eager":
                 reference = output
             elif reference is not None:
@@ -638,9 +716,11 @@ def format_result(result: dict) -> str:
     if "max_abs_diff_normalized" in result:
         verdict = "pass" if result["tolerance_pass"] else "FAIL"
         check = f"  diff {result['max_abs_diff_normalized']:.1e} {verdict}"
+    launches = result.get("cuda_launches_per_chunk", result.get("aten_ops_per_chunk"))
+    work = f"  launches {launches}" if launches is not None else ""
     return (
         f"{head} p50 {latency['p50']:9.2f}  p90 {latency['p90']:9.2f}  p99 {latency['p99']:9.2f} ms"
-        f"  (n={result['runs']}){check}"
+        f"  (n={result['runs']}){check}{work}"
     )
 
 

@@ -7,8 +7,12 @@
   can run as cuDNN/oneDNN Conv1d or as one GEMM each (``conv_mode="gemm"``), and its weights
   can be kept in bf16/fp16, either with all activations in that dtype or only the convolution
   weights (``mixed=True``). The encoder, FiLM table and scheduler arithmetic stay float32.
+* ``FastChunkSampler.compile_sampling`` runs the per-chunk preparation and the per-step
+  network + reverse step through ``torch.compile``: at batch 1 and Tp=16 a U-Net step is
+  hundreds of tiny kernels, and fusing the normalisation, activation, FiLM and window copies
+  between the GEMMs removes most of them.
 * ``CudaGraphChunkSampler`` captures encoder + all denoising steps + scheduler arithmetic +
-  unnormalisation in one CUDA graph with static input and noise buffers.
+  unnormalisation (compiled or not) in one CUDA graph with static input and noise buffers.
 
 Only the batch given at construction is supported; ``predict_action`` stays the general path.
 """
@@ -173,8 +177,8 @@ class FastChunkSampler(nn.Module):
         mixed: bool = False,
     ) -> None:
         """``dtype``/``conv_mode``/``mixed``: see ``FiLMTableUnet`` (the transformer is simply
-        cast to ``dtype``). ``denoiser``: reuse the (possibly compiled) network of another
-        sampler of ``policy`` built with the same settings instead of copying the weights."""
+        cast to ``dtype``). ``denoiser``: reuse the network of another sampler of ``policy``
+        built with the same settings instead of copying the weights."""
         super().__init__()
         self.policy = policy.eval()
         self.schedule: StaticSchedule = static_schedule(
@@ -189,21 +193,33 @@ class FastChunkSampler(nn.Module):
         else:
             self.denoiser = copy.deepcopy(policy.noise_net).to(dtype)
         self.input_dtype = getattr(self.denoiser, "activation_dtype", dtype)
+        device = policy.device
         self.register_buffer(
-            "timesteps",
-            torch.tensor(self.schedule.timesteps, device=policy.device),
-            persistent=False,
+            "timesteps", torch.tensor(self.schedule.timesteps, device=device), persistent=False
         )
-        self.denoise_step: Callable[..., torch.Tensor] = getattr(
-            self.denoiser, "compiled_forward", self.denoiser
+        self.register_buffer(
+            "coefficients", self.schedule.coefficient_table(device), persistent=False
         )
+        self.compiled = False
+        self._prepare: Callable[..., torch.Tensor] = self.prepare
+        self._step: Callable[..., torch.Tensor] = self.denoise_step
 
-    def compile_denoiser(self, **options) -> None:
-        """``torch.compile`` the per-step network (fuses GroupNorm+FiLM+Mish); samplers built
-        later with ``denoiser=self.denoiser`` reuse the compiled code."""
-        compiled = torch.compile(self.denoiser, **options)
-        object.__setattr__(self.denoiser, "compiled_forward", compiled)
-        self.denoise_step = compiled
+    def compile_sampling(self, **options) -> None:
+        """``torch.compile`` the two parts of a chunk: ``prepare`` (encoder + FiLM table) and
+        ``denoise_step`` (network + reverse step), so that GroupNorm, FiLM, Mish, the
+        convolutions' input windows and the scheduler arithmetic fuse into few kernels.
+
+        Whole graphs or an error (``fullgraph``), static shapes; the step coefficients are
+        tensor rows so that one compiled step serves every step. Every sampler instance adds
+        guarded entries for the same code, so the recompile limit is raised to keep a process
+        with several samplers from silently falling back to uncompiled code.
+        """
+        limit = torch._dynamo.config.recompile_limit
+        torch._dynamo.config.recompile_limit = max(limit, 64)
+        options = {"fullgraph": True, "dynamic": False, **options}
+        self._prepare = torch.compile(self.prepare, **options)
+        self._step = torch.compile(self.denoise_step, **options)
+        self.compiled = True
 
     def encode(self, observations: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """Raw observations ``{key: (B, To, ...)}`` on the device -> features ``(B, To, F)``."""
@@ -215,6 +231,31 @@ class FastChunkSampler(nn.Module):
             prepared[key] = policy.normalizer.ranges[key].normalize(observations[key])
         return policy.obs_encoder(prepared)
 
+    def prepare(self, observations: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """The per-chunk condition: U-Net FiLM table ``(S, B, total)`` or transformer
+        features ``(B, To, F)`` in the network's input dtype."""
+        features = self.encode(observations)
+        if self.is_unet:
+            return self.denoiser.film_table(features.flatten(1), self.timesteps)
+        return features.to(self.input_dtype)
+
+    def denoise_step(
+        self,
+        sample: torch.Tensor,
+        condition: torch.Tensor,
+        timestep: torch.Tensor,
+        coefficients: tuple | torch.Tensor,
+        noise: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """One reverse step: ``sample (B, Tp, Da)`` float32, the step's ``condition`` (FiLM row
+        ``(B, total)`` or features ``(B, To, F)``), ``timestep`` 0-d -> float32 ``(B, Tp, Da)``."""
+        model_input = sample.to(self.input_dtype)
+        if self.is_unet:
+            output = self.denoiser(model_input, condition)
+        else:
+            output = self.denoiser(model_input, timestep, condition)
+        return self.schedule.combine(coefficients, sample, output.float(), noise)
+
     def sample_normalized(
         self,
         observations: Mapping[str, torch.Tensor],
@@ -222,22 +263,22 @@ class FastChunkSampler(nn.Module):
         step_noise: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """``noise (B, Tp, Da)``, DDPM ``step_noise (S, B, Tp, Da)`` -> normalised float32 chunk."""
-        features = self.encode(observations)
+        schedule = self.schedule
+        if schedule.needs_step_noise and step_noise is None:
+            raise ValueError(f"a {schedule.kind} schedule needs step_noise (S, B, Tp, Da)")
+        condition = self._prepare(observations)
         sample = noise
-        if self.is_unet:
-            table = self.denoiser.film_table(features.flatten(1), self.timesteps)
-            conditions = [table[i] for i in range(self.schedule.num_steps)]
-        else:
-            features = features.to(self.input_dtype)
-            conditions = [None] * self.schedule.num_steps
-        for index in range(self.schedule.num_steps):
-            model_input = sample.to(self.input_dtype)
-            if self.is_unet:
-                output = self.denoise_step(model_input, conditions[index])
-            else:
-                output = self.denoise_step(model_input, self.timesteps[index], features)
-            noise_i = step_noise[index] if step_noise is not None else None
-            sample = self.schedule.step(index, sample, output.float(), noise_i)
+        for index in range(schedule.num_steps):
+            step_condition = condition[index] if self.is_unet else condition
+            # Eager: Python floats (a scalar operand costs no kernel). Compiled: the tensor
+            # row, so that the compiled step is not specialised on the step's values.
+            coefficients = (
+                self.coefficients[index] if self.compiled else schedule.coefficients(index)
+            )
+            step_noise_i = step_noise[index] if schedule.noise_std[index] > 0 else None
+            sample = self._step(
+                sample, step_condition, self.timesteps[index], coefficients, step_noise_i
+            )
         return sample
 
     def unnormalize(self, normalized: torch.Tensor) -> torch.Tensor:

@@ -44,6 +44,26 @@ class StaticSchedule:
     def needs_step_noise(self) -> bool:
         return any(std > 0 for std in self.noise_std)
 
+    def coefficients(self, index: int) -> tuple[float, float, float, float, float]:
+        """Step ``index``'s ``(sqrt_alpha, sqrt_one_minus_alpha, coef_x0, coef_second,
+        noise_std)``, the argument ``combine`` takes."""
+        return (
+            self.sqrt_alpha[index],
+            self.sqrt_one_minus_alpha[index],
+            self.coef_x0[index],
+            self.coef_second[index],
+            self.noise_std[index],
+        )
+
+    def coefficient_table(self, device: torch.device | str = "cpu") -> torch.Tensor:
+        """All steps' coefficients as a float32 ``(S, 5)`` tensor.
+
+        A compiled step takes its row as a tensor: with Python floats torch.compile would
+        specialise (and recompile) on every step's values.
+        """
+        rows = [self.coefficients(index) for index in range(self.num_steps)]
+        return torch.tensor(rows, dtype=torch.float64).to(device=device, dtype=torch.float32)
+
     def step(
         self,
         index: int,
@@ -52,7 +72,22 @@ class StaticSchedule:
         noise: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """One reverse step for ``sample``/``model_output (N, Tp, Da)``; ``noise`` for DDPM."""
-        a, b = self.sqrt_alpha[index], self.sqrt_one_minus_alpha[index]
+        if self.noise_std[index] > 0 and noise is None:
+            raise ValueError(f"step {index} of a {self.kind} schedule needs noise")
+        noise = noise if self.noise_std[index] > 0 else None
+        return self.combine(self.coefficients(index), sample, model_output, noise)
+
+    def combine(
+        self,
+        coefficients: tuple | torch.Tensor,
+        sample: torch.Tensor,
+        model_output: torch.Tensor,
+        noise: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """The reverse-step arithmetic for one step's ``coefficients``: the floats of
+        ``coefficients(i)`` or the row ``coefficient_table()[i]``. ``noise`` is added when
+        given (a zero ``noise_std`` makes it a no-op)."""
+        a, b, coef_x0, coef_second, noise_std = coefficients
         if self.prediction_type == "epsilon":
             original = (sample - b * model_output) / a
             epsilon = model_output
@@ -65,11 +100,9 @@ class StaticSchedule:
         if self.clip_range is not None:
             original = original.clamp(-self.clip_range, self.clip_range)
         second = epsilon if self.kind == "ddim" else sample
-        previous = self.coef_x0[index] * original + self.coef_second[index] * second
-        if self.noise_std[index] > 0:
-            if noise is None:
-                raise ValueError(f"step {index} of a {self.kind} schedule needs noise")
-            previous = previous + self.noise_std[index] * noise
+        previous = coef_x0 * original + coef_second * second
+        if noise is not None:
+            previous = previous + noise_std * noise
         return previous
 
 

@@ -94,7 +94,13 @@ class DiffusionTransformer(nn.Module):
         memory = torch.cat([step_token, self.obs_embedding(obs_features)], dim=1)
         memory = self.memory_encoder(self.dropout(memory + self.memory_positions))
         tokens = self.dropout(self.action_embedding(sample) + self.action_positions)
+        # Saying whether the mask is causal spares torch from comparing it with a generated
+        # one on every call, a data-dependent branch that torch.compile cannot trace.
         hidden = self.decoder(
-            tokens, memory, tgt_mask=self.action_mask, memory_mask=self.memory_mask
+            tokens,
+            memory,
+            tgt_mask=self.action_mask,
+            memory_mask=self.memory_mask,
+            tgt_is_causal=self.causal,
         )
         return self.head(self.final_norm(hidden))
