@@ -86,8 +86,10 @@ class DiffusionPolicy(nn.Module):
             self._inference_schedulers[name] = make_scheduler(name, self.config.noise)
         return self._inference_schedulers[name]
 
-    def _prepare_observations(self, observations: Observations) -> tuple[dict, int]:
-        """Check keys, shapes and values, move to the model, normalise; returns (obs, B)."""
+    def check_observations(self, observations: Observations) -> dict[str, torch.Tensor]:
+        """Raw observations ``{key: (B, To, ...)}`` checked (keys, shapes, one batch size,
+        finite values; ValueError naming the key otherwise) and on the model, in its dtype:
+        images in [0, 1] (uint8 scaled), low-dim values in their own units."""
         spec = self.config.observation
         To = self.config.horizon.observation_horizon
         expected = {**spec.cameras, **{key: (size,) for key, size in spec.low_dim.items()}}
@@ -96,7 +98,7 @@ class DiffusionPolicy(nn.Module):
             raise ValueError(
                 f"observation keys {missing} missing; the policy needs {list(expected)}"
             )
-        prepared: dict[str, torch.Tensor] = {}
+        checked: dict[str, torch.Tensor] = {}
         batch: int | None = None
         for key, shape in expected.items():
             value = torch.as_tensor(observations[key], device=self.device)
@@ -113,12 +115,19 @@ class DiffusionPolicy(nn.Module):
             value = value.to(self.dtype)
             if not torch.isfinite(value).all():
                 raise ValueError(f"observation {key!r} contains NaN or infinite values")
-            if key in spec.cameras:
-                prepared[key] = self.normalizer.normalize_image(value)
-            else:
-                prepared[key] = self.normalizer.normalize(key, value)
-        assert batch is not None
-        return prepared, batch
+            checked[key] = value
+        return checked
+
+    def _prepare_observations(self, observations: Observations) -> tuple[dict, int]:
+        """Check, move to the model and normalise; returns (obs, B)."""
+        checked = self.check_observations(observations)
+        prepared = {
+            key: self.normalizer.normalize_image(value)
+            if key in self.config.observation.cameras
+            else self.normalizer.normalize(key, value)
+            for key, value in checked.items()
+        }
+        return prepared, next(iter(checked.values())).shape[0]
 
     def encode_observations(self, observations: Observations) -> torch.Tensor:
         """Raw observations ``{key: (B, To, ...)}`` -> conditioning features ``(B, To, F)``."""
