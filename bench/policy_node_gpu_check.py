@@ -17,7 +17,10 @@ U-Net (256, 512, 1024)) -- built with random weights and saved as real checkpoin
 - the ``ChunkScheduler``'s decisions with the measured turnaround: how early the next chunk
   is requested, whether it fits, and a replay of the measured latencies through the
   scheduler and ``plan_chunk`` (chunks late, gaps between chunks);
-- device memory before loading, after loading and after ``close`` (cleanup must free it).
+- device memory before loading, after loading and after ``close`` (cleanup must free it);
+- each of ``--sampler-backends`` (default eager and auto: the CUDA graph on a GPU, the fast
+  path on a CPU) in turn, with what actually served, its warm-up check against eager, and the
+  speed-up over eager.
 
 Writes JSON to bench/results/policy_node_gpu_check.json (machine, settings, results, checks)
 and exits 1 if a check fails. Meant to finish within 2 minutes on an H100.
@@ -26,7 +29,9 @@ and exits 1 if a check fails. Meant to finish within 2 minutes on an H100.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import platform
 import sys
 import tempfile
@@ -55,6 +60,7 @@ from dp_policy import (  # noqa: E402
     save_checkpoint,
 )
 from dp_policy_node.chunk_scheduler import ChunkScheduler  # noqa: E402
+from dp_policy_node.fast_path import cpu_has_fast_bf16  # noqa: E402
 from dp_policy_node.inference_worker import InferenceWorker, resolve_device  # noqa: E402
 from dp_policy_node.trajectory_builder import plan_chunk  # noqa: E402
 
@@ -221,26 +227,69 @@ def schedule(turnarounds: list[float]) -> dict:
 
 
 def check_policy(name: str, config: PolicyConfig, device: str, args, workdir: Path) -> dict:
+    """One checkpoint, served by each of ``args.sampler_backends`` in turn (the budget shared)."""
     directory = workdir / name
     save_s = save_random_checkpoint(config, directory)
-    before = memory(device)
-    worker = InferenceWorker(directory, device=device, num_inference_steps=10, warmup_iterations=3)
-    report = worker.start(timeout=120)
-    loaded = memory(device)
-    try:
-        served = serve(worker, config, args.requests, args.budget_s)
-    finally:
-        closed = worker.close(timeout=60)
-    after = memory(device)
-    result = {
-        "parameters_m": round(report.parameter_count / 1e6, 2),
+    result: dict = {
         "down_dims": list(config.unet.down_dims),
         "cameras": {key: list(shape) for key, shape in config.observation.cameras.items()},
         "low_dim": dict(config.observation.low_dim),
         "checkpoint_bytes": sum(f.stat().st_size for f in directory.iterdir()),
         "save_s": round(save_s, 2),
+        "backends": {},
+        "checks": {},
+    }
+    backends = args.sampler_backends.split(",")
+    for backend in backends:
+        served, checks = serve_backend(
+            directory, config, device, backend, args, args.budget_s / len(backends)
+        )
+        result["parameters_m"] = served.pop("parameters_m")
+        result["backends"][backend] = served
+        result["checks"].update({f"{backend}.{check}": ok for check, ok in checks.items()})
+    if "eager" in result["backends"] and len(backends) > 1:
+        eager = result["backends"]["eager"]["latency"]["p50_ms"]
+        result["speedup_p50_vs_eager"] = {
+            backend: round(eager / served["latency"]["p50_ms"], 2)
+            for backend, served in result["backends"].items()
+            if backend != "eager"
+        }
+    return result
+
+
+def serve_backend(
+    directory: Path, config: PolicyConfig, device: str, backend: str, args, budget_s: float
+) -> tuple[dict, dict]:
+    before = memory(device)
+    worker = InferenceWorker(
+        directory,
+        device=device,
+        num_inference_steps=10,
+        warmup_iterations=3,
+        sampler_backend=backend,
+        sampler_precision=args.sampler_precision,
+    )
+    started = time.perf_counter()
+    report = worker.start(timeout=180)
+    start_s = time.perf_counter() - started
+    loaded = memory(device)
+    try:
+        served = serve(worker, config, args.requests, budget_s)
+    finally:
+        closed = worker.close(timeout=60)
+    after = memory(device)
+    result = {
+        "parameters_m": round(report.parameter_count / 1e6, 2),
         "device": report.device,
+        # What served, and the warm-up check against eager (normalised action units).
+        "sampler_backend": report.sampler_backend,
+        "sampler_precision": report.sampler_precision,
+        "sampler_difference": report.sampler_difference,
+        "sampler_tolerance": report.sampler_tolerance,
+        "sampler_notes": list(report.sampler_notes),
         "load_s": round(report.load_seconds, 3),
+        # Load + sampler build and check (+ CUDA graph capture) + warm-up: configure's cost.
+        "start_s": round(start_s, 3),
         "warmup_ms": [round(value * 1e3, 3) for value in report.warmup_latencies],
         "worker_thread_stopped": closed,
         "memory_before_load": before,
@@ -254,14 +303,24 @@ def check_policy(name: str, config: PolicyConfig, device: str, args, workdir: Pa
         "finite_chunks": served["non_finite_chunks"] == 0,
         "caller_not_blocked": served["caller_longest_stall_ms"] < 50.0,
     }
+    if backend != "eager":
+        # A fast backend that fell back to eager works, but is a finding on this machine.
+        checks["fast_path_used"] = report.sampler_backend != "eager"
     if device.startswith("cuda"):
         checks["cleanup_freed_memory"] = (
             after["allocated_mib"] <= before["allocated_mib"] + 1.0
             and after["reserved_mib"] <= before["reserved_mib"] + 1.0
         )
         checks["model_was_on_gpu"] = loaded["allocated_mib"] > before["allocated_mib"] + 1.0
-    result["checks"] = checks
-    return result
+    return result, checks
+
+
+def cpu_model() -> str:
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown"
 
 
 def machine(device: str) -> dict:
@@ -271,6 +330,12 @@ def machine(device: str) -> dict:
         "torch": torch.__version__,
         "cuda_build": torch.version.cuda,
         "cpu": platform.processor() or platform.machine(),
+        "cpu_model": cpu_model(),
+        "cpu_cores": os.cpu_count(),
+        # What sampler_precision auto goes by on the CPU (bf16mix when true).
+        "cpu_bf16_hardware": cpu_has_fast_bf16(),
+        # Other work on the machine inflates CPU figures; the load shows how quiet it was.
+        "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
     }
     if device.startswith("cuda"):
         properties = torch.cuda.get_device_properties(device)
@@ -288,7 +353,18 @@ def main() -> int:
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     parser.add_argument("--small", action="store_true", help="small U-Nets (CPU smoke run)")
     parser.add_argument("--requests", type=int, default=200, help="chunks per policy (at most)")
-    parser.add_argument("--budget-s", type=float, default=20.0, help="seconds per policy (at most)")
+    parser.add_argument(
+        "--budget-s",
+        type=float,
+        default=20.0,
+        help="seconds of serving per policy (at most), shared by the sampler backends",
+    )
+    parser.add_argument(
+        "--sampler-backends",
+        default="eager,auto",
+        help="the worker's sampler_backend values to serve each policy with, in turn",
+    )
+    parser.add_argument("--sampler-precision", default="auto", help="the worker's precision")
     parser.add_argument(
         "--output", type=Path, default=ROOT / "bench" / "results" / "policy_node_gpu_check.json"
     )
@@ -301,12 +377,16 @@ def main() -> int:
         for name, config in policy_configs(args.small).items():
             print(f"{name}: building, saving, loading, serving ...", flush=True)
             results[name] = check_policy(name, config, device, args, Path(workdir))
-            latency = results[name]["latency"]
-            print(
-                f"{name}: p50 {latency['p50_ms']} ms, p99 {latency['p99_ms']} ms, "
-                f"checks {results[name]['checks']}",
-                flush=True,
-            )
+            for backend, served in results[name]["backends"].items():
+                latency = served["latency"]
+                print(
+                    f"{name} {backend} ({served['sampler_backend']} "
+                    f"{served['sampler_precision']}): p50 {latency['p50_ms']} ms, "
+                    f"p99 {latency['p99_ms']} ms, start {served['start_s']} s"
+                    + (f", notes {served['sampler_notes']}" if served["sampler_notes"] else ""),
+                    flush=True,
+                )
+            print(f"{name}: checks {results[name]['checks']}", flush=True)
     document = {
         "benchmark": "dp_policy_node GPU check: inference thread, latency, scheduling, cleanup",
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -320,6 +400,9 @@ def main() -> int:
             "num_inference_steps": 10,
             "scheduler": "DDIM",
             "latency_margin_s": LATENCY_MARGIN,
+            "sampler_backends": args.sampler_backends.split(","),
+            "sampler_precision": args.sampler_precision,
+            "torch_threads": torch.get_num_threads(),
             "threads": threading.active_count(),
         },
         "results": results,

@@ -7,6 +7,21 @@ never wait on the device: ``submit`` only hands the request over, and the result
 through a queue plus an optional ``notify`` callback (the node triggers a guard condition
 with it, so the result is handled on the executor thread). ``close`` stops the thread, which
 drops the model and returns the device memory.
+
+Chunks are sampled by one of three backends (parameter ``sampler_backend``):
+
+eager       ``DiffusionPolicy.predict_action``: diffusers schedulers, the library's modules.
+fast        ``dp_policy.fast_sampling.FastChunkSampler``: the same maths with a static
+            schedule, a FiLM table and one GEMM per convolution, weights in the chosen
+            precision (``sampler_precision``).
+cuda_graph  the fast sampler captured as one CUDA graph for the batch ``num_samples``.
+
+A fast backend is only served after it reproduced the eager chunk for the same (varied)
+observations and noise within ``CHECK_TOLERANCE`` (normalised action units) at warm-up.
+``auto`` falls back to eager, saying why, when it cannot be built, is not supported or
+disagrees; a backend named explicitly fails ``start`` instead. Noise is drawn from the
+worker's generator in exactly the order and shapes of the eager path (initial noise, then
+DDPM's per-step noise), so a seed gives the same noise whatever the backend.
 """
 
 from __future__ import annotations
@@ -23,6 +38,19 @@ import numpy as np
 import torch
 
 from dp_policy import DiffusionPolicy, load_checkpoint
+from dp_policy.normalizer import ACTION_KEY
+from dp_policy_node import fast_path
+from dp_policy_node.fast_path import (
+    CHECK_SEED,
+    CHECK_TOLERANCE,
+    FastPath,
+    batched,
+    exact_float32,
+    fast_sampling_unsupported,
+    policy_shape,
+    varied_observations,
+)
+from dp_policy_node.parameters import SAMPLER_BACKENDS, SAMPLER_PRECISIONS
 
 
 class WorkerError(RuntimeError):
@@ -54,6 +82,44 @@ def resolve_device(requested: str) -> str:
     return f"cuda:{index}"
 
 
+def resolve_sampler(backend: str, precision: str, device: str) -> tuple[str, tuple[str, ...]]:
+    """The backend to build on ``device`` and the precisions to try in order, or WorkerError.
+
+    ``auto`` backend: cuda_graph on CUDA, fast on the CPU. ``auto`` precision: fp16 on CUDA,
+    bf16mix on a CPU with bf16 hardware, else fp32; a half precision is followed by fp32, tried
+    when the half-precision chunk does not pass the check.
+    """
+    backend, precision = backend.strip().lower(), precision.strip().lower()
+    if backend not in SAMPLER_BACKENDS:
+        raise WorkerError(
+            f"sampler_backend {backend!r} is not one of {', '.join(SAMPLER_BACKENDS)}"
+        )
+    if precision not in SAMPLER_PRECISIONS:
+        raise WorkerError(
+            f"sampler_precision {precision!r} is not one of {', '.join(SAMPLER_PRECISIONS)}"
+        )
+    cuda = device.startswith("cuda")
+    if backend == "auto":
+        backend = "cuda_graph" if cuda else "fast"
+    if backend == "cuda_graph" and not cuda:
+        raise WorkerError(
+            f"sampler_backend 'cuda_graph' needs a CUDA device, but the device is {device!r}; "
+            "use sampler_backend fast or auto on the CPU"
+        )
+    if backend == "eager":
+        if precision not in ("auto", "fp32"):
+            raise WorkerError(
+                f"sampler_precision {precision!r} needs sampler_backend fast or cuda_graph: "
+                "eager runs the checkpoint's float32 weights"
+            )
+        return "eager", ("fp32",)
+    if precision != "auto":
+        return backend, (precision,)
+    if cuda:
+        return backend, ("fp16", "fp32")
+    return backend, ("bf16mix", "fp32") if fast_path.cpu_has_fast_bf16() else ("fp32",)
+
+
 @dataclass(frozen=True)
 class InferenceResult:
     """Sampled chunks for one request, in the action's units.
@@ -81,17 +147,43 @@ class InferenceResult:
 
 @dataclass(frozen=True)
 class WarmupReport:
-    """What ``start`` did: device, load time and the warm-up latencies (first one included)."""
+    """What ``start`` did: device, load time and the warm-up latencies (first one included).
+
+    sampler_backend / sampler_precision: what serves (``eager`` runs ``fp32``).
+    sampler_difference: the warm-up check's largest difference to the eager chunk (normalised
+        action units) and sampler_tolerance its limit; None for eager.
+    sampler_notes: why a backend or precision that was asked for (or picked by auto) was passed
+        over, in order; empty when the first choice serves.
+    """
 
     device: str
     load_seconds: float
     warmup_latencies: list[float] = field(default_factory=list)
     parameter_count: int = 0
+    sampler_backend: str = "eager"
+    sampler_precision: str = "fp32"
+    sampler_compiled: bool = False
+    sampler_difference: float | None = None
+    sampler_tolerance: float | None = None
+    sampler_notes: tuple[str, ...] = ()
 
     @property
     def steady_latencies(self) -> list[float]:
         """Warm-up latencies without the first call, which pays for lazy initialisation."""
         return self.warmup_latencies[1:] if len(self.warmup_latencies) > 1 else []
+
+    @property
+    def sampler_summary(self) -> str:
+        """For logs and status: e.g. ``fast sampler (bf16mix, differs from eager by 3.1e-03 at
+        most, tolerance 2e-02)``."""
+        if self.sampler_backend == "eager":
+            return "eager sampler (fp32)"
+        compiled = "compiled " if self.sampler_compiled else ""
+        return (
+            f"{compiled}{self.sampler_backend} sampler ({self.sampler_precision}, differs from "
+            "eager by "
+            f"{self.sampler_difference:.1e} at most, tolerance {self.sampler_tolerance:.0e})"
+        )
 
 
 @dataclass(frozen=True)
@@ -119,11 +211,20 @@ class InferenceWorker:
         cpu_threads: int = 0,
         notify: Callable[[], None] | None = None,
         name: str = "dp_inference",
+        sampler_backend: str = "auto",
+        sampler_precision: str = "auto",
+        sampler_compile: bool = False,
     ) -> None:
+        """WorkerError for a device or sampler choice that cannot work here (before loading)."""
         if num_samples < 1 or warmup_iterations < 1:
             raise ValueError("num_samples and warmup_iterations must be >= 1")
         self.checkpoint = Path(checkpoint)
         self.device = resolve_device(device)
+        self.requested_backend = sampler_backend.strip().lower()
+        self.sampler_backend, self._precisions = resolve_sampler(
+            sampler_backend, sampler_precision, self.device
+        )
+        self.sampler_compile = sampler_compile
         self.num_inference_steps = num_inference_steps or None
         self.num_samples = num_samples
         self.seed = seed if seed is not None and seed >= 0 else None
@@ -236,8 +337,9 @@ class InferenceWorker:
         policy = holder["policy"]
         assert isinstance(policy, DiffusionPolicy)
         generator = holder.get("generator")
+        fast = holder.get("fast")
         while (request := self._requests.get()) is not _STOP:
-            result = self._infer(policy, generator, request)
+            result = self._infer(policy, fast, generator, request)
             self._results.put(result)
             with self._lock:
                 self._in_flight = False
@@ -254,11 +356,15 @@ class InferenceWorker:
         if self.seed is not None:
             holder["generator"] = torch.Generator(device=self.device).manual_seed(self.seed)
         load_seconds = time.perf_counter() - started
+        # Counted before a fast sampler registers (and copies) the network.
+        parameter_count = sum(p.numel() for p in policy.parameters())
         observations = synthetic_observations(policy)
+        choice = self._choose_sampler(policy, varied_observations(policy), holder)
+        fast = holder.get("fast")
         latencies = []
         for _ in range(self.warmup_iterations):
             request = _Request(-1, 0, observations, time.perf_counter())
-            result = self._infer(policy, None, request)
+            result = self._infer(policy, fast, None, request)
             if result.error is not None:
                 raise WorkerError(f"warm-up inference failed: {result.error}")
             latencies.append(result.latency)
@@ -266,27 +372,112 @@ class InferenceWorker:
             device=self.device,
             load_seconds=load_seconds,
             warmup_latencies=latencies,
-            parameter_count=sum(p.numel() for p in policy.parameters()),
+            parameter_count=parameter_count,
+            **choice,
         )
 
+    def _choose_sampler(
+        self,
+        policy: DiffusionPolicy,
+        observations: Mapping[str, np.ndarray],
+        holder: dict[str, object],
+    ) -> dict[str, object]:
+        """Build the fast sampler candidates in order until one reproduces the eager chunk;
+        the winner goes into ``holder["fast"]``. Returns the report's sampler fields."""
+        if self.sampler_backend == "eager":
+            return {}
+        notes: list[str] = []
+        unsupported = fast_sampling_unsupported(policy.config.noise, self.num_inference_steps)
+        if unsupported is not None:
+            notes.append(f"{self.sampler_backend} cannot be used: {unsupported}")
+        else:
+            reference = self._eager_reference(policy, observations)
+            for precision in self._precisions:
+                fast: FastPath | None = None
+                try:
+                    fast = FastPath(
+                        policy,
+                        self.sampler_backend,
+                        precision,
+                        self.num_inference_steps,
+                        self.num_samples,
+                        observations,
+                        compile_sampling=self.sampler_compile,
+                    )
+                    difference = fast.check(observations, reference)
+                except Exception as error:  # any failure to build or run means: not this one
+                    notes.append(
+                        f"{self.sampler_backend} {precision} failed: {type(error).__name__}: "
+                        f"{error}"
+                    )
+                else:
+                    tolerance = CHECK_TOLERANCE[precision]
+                    if difference <= tolerance:
+                        holder["fast"] = fast
+                        return {
+                            "sampler_backend": self.sampler_backend,
+                            "sampler_precision": precision,
+                            "sampler_compiled": self.sampler_compile,
+                            "sampler_difference": difference,
+                            "sampler_tolerance": tolerance,
+                            "sampler_notes": tuple(notes),
+                        }
+                    notes.append(
+                        f"{self.sampler_backend} {precision} differs from the eager chunk by "
+                        f"{difference:.2e} (normalised action units; tolerance {tolerance:.0e})"
+                    )
+                del fast  # a rejected candidate's weight copy and graph pool go now
+                self._free_cached_memory()
+        if self.requested_backend != "auto":
+            raise WorkerError(
+                f"sampler_backend {self.sampler_backend} cannot serve {self.checkpoint}: "
+                f"{'; '.join(notes)}. Set sampler_backend to auto (falls back to eager) or eager"
+            )
+        return {"sampler_notes": (*notes, "serving with the eager sampler")}
+
+    def _eager_reference(
+        self, policy: DiffusionPolicy, observations: Mapping[str, np.ndarray]
+    ) -> torch.Tensor:
+        """The eager chunk(s) ``(num_samples, Tp, Da)`` in normalised units, noise from a
+        generator seeded with CHECK_SEED (the served ones use the worker's generator)."""
+        generator = torch.Generator(device=self.device).manual_seed(CHECK_SEED)
+        with torch.inference_mode(), exact_float32():
+            prediction = policy.predict_action(
+                batched(observations, self.device),
+                num_inference_steps=self.num_inference_steps,
+                generator=generator,
+                num_samples=self.num_samples,
+            )
+            actions = prediction.action_sequence.reshape(self.num_samples, *policy_shape(policy))
+            return policy.normalizer.normalize(ACTION_KEY, actions).float().clone()
+
+    def _free_cached_memory(self) -> None:
+        gc.collect()
+        if self.device.startswith("cuda"):
+            torch.cuda.empty_cache()
+
     def _infer(
-        self, policy: DiffusionPolicy, generator: object, request: _Request
+        self,
+        policy: DiffusionPolicy,
+        fast: object,
+        generator: object,
+        request: _Request,
     ) -> InferenceResult:
         started = time.perf_counter()
+        generator = generator if isinstance(generator, torch.Generator) else None
         try:
-            with torch.inference_mode():
-                batch = {
-                    key: torch.from_numpy(np.ascontiguousarray(value)).unsqueeze(0).to(self.device)
-                    for key, value in request.observations.items()
-                }
-                prediction = policy.predict_action(
-                    batch,
-                    num_inference_steps=self.num_inference_steps,
-                    generator=generator if isinstance(generator, torch.Generator) else None,
-                    num_samples=self.num_samples,
-                )
-                # .cpu() waits for the device: the latency covers the whole sampling loop.
-                sequence = prediction.action_sequence.to(torch.float64).cpu().numpy()
+            if isinstance(fast, FastPath):
+                sequence = fast.sample(request.observations, generator)
+            else:
+                with torch.inference_mode():
+                    prediction = policy.predict_action(
+                        batched(request.observations, self.device),
+                        num_inference_steps=self.num_inference_steps,
+                        generator=generator,
+                        num_samples=self.num_samples,
+                    )
+                    # .cpu() waits for the device: the latency covers the whole sampling loop.
+                    sequence = prediction.action_sequence.to(torch.float64).cpu().numpy()
         except Exception as error:  # reported per chunk; the node decides what it means
             finished = time.perf_counter()
             return InferenceResult(

@@ -22,6 +22,12 @@ ARRAY_TYPES = (STRING_ARRAY, DOUBLE_ARRAY, INTEGER_ARRAY)
 
 DEFAULT_TRAJECTORY_TOPIC = "/joint_trajectory_controller/joint_trajectory"
 DEVICE_CHOICES = "auto, cpu, cuda or cuda:N"
+# How chunks are sampled (inference_worker.py): the library's eager path, dp_policy's fast
+# serving path, or that path captured as one CUDA graph; auto picks by device.
+SAMPLER_BACKENDS = ("auto", "eager", "fast", "cuda_graph")
+# Weights of the fast paths' noise network: "mix" halves only the convolution weights and keeps
+# activations in float32; fp16/bf16 run the whole network in that dtype; auto picks by device.
+SAMPLER_PRECISIONS = ("auto", "fp32", "bf16mix", "fp16mix", "fp16", "bf16")
 
 
 @dataclass(frozen=True)
@@ -33,6 +39,7 @@ class ParameterSpec:
     description: str
     array_type: str | None = None
     value_range: tuple[float, float] | None = None
+    choices: tuple[str, ...] | None = None
 
     @property
     def has_default(self) -> bool:
@@ -64,6 +71,36 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
         0,
         "Denoising steps per chunk; 0 takes the checkpoint's own setting.",
         value_range=(0, 1000),
+    ),
+    ParameterSpec(
+        "sampler_backend",
+        "auto",
+        "How chunks are sampled: eager (dp_policy's predict_action with diffusers schedulers), "
+        "fast (dp_policy.fast_sampling: static DDIM/DDPM schedule, FiLM table, GEMM "
+        "convolutions), cuda_graph (fast captured as one CUDA graph; CUDA only) or auto "
+        "(cuda_graph on CUDA, fast on the CPU). A fast path is checked against eager on one "
+        "chunk at configure; auto falls back to eager with a warning when it cannot be used or "
+        "disagrees, an explicit fast or cuda_graph fails configure instead.",
+        choices=SAMPLER_BACKENDS,
+    ),
+    ParameterSpec(
+        "sampler_precision",
+        "auto",
+        "Noise-network weights of the fast and cuda_graph samplers: fp32, bf16mix or fp16mix "
+        "(convolution weights halved, activations float32), fp16 or bf16 (whole network), or "
+        "auto: fp16 on CUDA, bf16mix on a CPU with bf16 hardware (AVX512-BF16 or AMX), else "
+        "fp32; auto steps down to fp32 when the half-precision chunk disagrees with eager. "
+        "eager always runs float32.",
+        choices=SAMPLER_PRECISIONS,
+    ),
+    ParameterSpec(
+        "sampler_compile",
+        False,
+        "torch.compile the fast and cuda_graph samplers at configure: GroupNorm, Mish, FiLM and "
+        "the convolutions' input windows fuse into few kernels between the GEMMs, which is what "
+        "batch-1 latency is made of. Costs compilation time at configure (about a minute for "
+        "the paper network; needs a C++ compiler on the CPU, Triton on CUDA). Checked against "
+        "eager like the uncompiled path; not for sampler_backend eager.",
     ),
     ParameterSpec(
         "warmup_iterations",
@@ -213,6 +250,9 @@ class NodeSettings:
     device: str
     cpu_threads: int
     num_inference_steps: int
+    sampler_backend: str
+    sampler_precision: str
+    sampler_compile: bool
     warmup_iterations: int
     seed: int
     autostart: bool
@@ -258,6 +298,15 @@ class NodeSettings:
             )
         device = str(merged["device"]).strip().lower()
         _check_device_text(device)
+        backend = _choice(merged, "sampler_backend")
+        precision = _choice(merged, "sampler_precision")
+        sampler_compile = bool(merged["sampler_compile"])
+        _check_sampler(device, backend, precision)
+        if sampler_compile and backend == "eager":
+            raise SettingsError(
+                "parameter 'sampler_compile' is true, but sampler_backend 'eager' is not "
+                "compiled; use sampler_backend fast, cuda_graph or auto, or sampler_compile false"
+            )
         trajectory_topic = str(merged["trajectory_topic"]).strip()
         if not trajectory_topic:
             raise SettingsError("parameter 'trajectory_topic' is empty")
@@ -295,6 +344,9 @@ class NodeSettings:
             device=device,
             cpu_threads=int(merged["cpu_threads"]),
             num_inference_steps=int(merged["num_inference_steps"]),
+            sampler_backend=backend,
+            sampler_precision=precision,
+            sampler_compile=sampler_compile,
             warmup_iterations=int(merged["warmup_iterations"]),
             seed=int(merged["seed"]),
             autostart=bool(merged["autostart"]),
@@ -347,3 +399,30 @@ def _check_device_text(device: str) -> None:
     if prefix == "cuda" and index.isdigit():
         return
     raise SettingsError(f"parameter 'device' is {device!r}; use {DEVICE_CHOICES}")
+
+
+def _choice(merged: Mapping[str, Any], name: str) -> str:
+    spec = next(parameter for parameter in PARAMETERS if parameter.name == name)
+    assert spec.choices is not None
+    value = str(merged[name]).strip().lower()
+    if value not in spec.choices:
+        raise SettingsError(
+            f"parameter '{name}' is {value!r}; use one of {', '.join(spec.choices)}"
+        )
+    return value
+
+
+def _check_sampler(device: str, backend: str, precision: str) -> None:
+    """Combinations that cannot work whatever the machine; the device-dependent ones (auto
+    resolving to the CPU) are checked by the inference worker when it picks the device."""
+    if backend == "cuda_graph" and device == "cpu":
+        raise SettingsError(
+            "parameter 'sampler_backend' is 'cuda_graph', which needs a CUDA device, but "
+            "'device' is 'cpu'; use sampler_backend fast (or auto) on the CPU"
+        )
+    if backend == "eager" and precision not in ("auto", "fp32"):
+        raise SettingsError(
+            f"parameter 'sampler_precision' is {precision!r}, but sampler_backend 'eager' runs "
+            "the checkpoint's float32 weights; use sampler_precision auto or fp32, or "
+            "sampler_backend fast/cuda_graph/auto for half precision"
+        )

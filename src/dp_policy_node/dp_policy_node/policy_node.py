@@ -167,6 +167,9 @@ class _Session:
 
 def _descriptor(spec: ParameterSpec) -> ParameterDescriptor:
     descriptor = ParameterDescriptor(description=spec.description)
+    if spec.choices is not None:
+        # Shown by `ros2 param describe`; the value itself is checked at configure.
+        descriptor.additional_constraints = f"one of: {', '.join(spec.choices)}"
     if spec.value_range is not None:
         low, high = spec.value_range
         if isinstance(spec.default, int) and not isinstance(spec.default, bool):
@@ -204,6 +207,8 @@ class PolicyNode(LifecycleNode):
         self._message = "not configured: set the checkpoint parameter and configure"
         self._checkpoint = ""
         self._device = ""
+        # What samples the chunks, e.g. "fast sampler (bf16mix, ...)"; stated in the status.
+        self._sampler = ""
         latched = QoSProfile(
             depth=1,
             reliability=ReliabilityPolicy.RELIABLE,
@@ -233,7 +238,8 @@ class PolicyNode(LifecycleNode):
         self._session = session
         self._set_state(
             PolicyStatus.STATE_INACTIVE,
-            f"configured: {self._checkpoint} on {self._device}; activate to publish",
+            f"configured: {self._checkpoint} on {self._device} with the {self._sampler}; "
+            "activate to publish",
         )
         return super().on_configure(state)
 
@@ -270,7 +276,8 @@ class PolicyNode(LifecycleNode):
             )
         result = super().on_deactivate(state)
         self._set_state(
-            PolicyStatus.STATE_INACTIVE, f"deactivated: {self._checkpoint} on {self._device}"
+            PolicyStatus.STATE_INACTIVE,
+            f"deactivated: {self._checkpoint} on {self._device} with the {self._sampler}",
         )
         return result
 
@@ -355,6 +362,9 @@ class PolicyNode(LifecycleNode):
                 warmup_iterations=settings.warmup_iterations,
                 cpu_threads=settings.cpu_threads,
                 notify=entities.results_ready.trigger,
+                sampler_backend=settings.sampler_backend,
+                sampler_precision=settings.sampler_precision,
+                sampler_compile=settings.sampler_compile,
             )
             self._device = worker.device
             self.get_logger().info(f"loading {settings.checkpoint} on {worker.device}")
@@ -380,11 +390,19 @@ class PolicyNode(LifecycleNode):
             settings.future_stamp_tolerance,
         )
         steady = report.steady_latencies or report.warmup_latencies
+        if report.sampler_notes:
+            # A fallback is not an error (the chunks are right), but it costs latency: say why.
+            self.get_logger().warning(
+                f"sampler_backend {settings.sampler_backend}, sampler_precision "
+                f"{settings.sampler_precision}: {'; '.join(report.sampler_notes)}"
+            )
+        self._sampler = report.sampler_summary
         self.get_logger().info(
             f"configured {settings.checkpoint}: {report.parameter_count / 1e6:.1f} M parameters "
-            f"on {worker.device}, loaded in {report.load_seconds:.2f} s, warm-up latency "
-            f"{1e3 * float(np.median(steady)):.1f} ms, {plan.num_inference_steps} denoising "
-            f"steps; observing {[s.topic for s in plan.streams]}"
+            f"on {worker.device}, loaded in {report.load_seconds:.2f} s, {report.sampler_summary}, "
+            f"warm-up latency {1e3 * float(np.median(steady)):.1f} ms, "
+            f"{plan.num_inference_steps} denoising steps; observing "
+            f"{[s.topic for s in plan.streams]}"
         )
         if not scheduler.fits():
             self.get_logger().warning(
@@ -444,7 +462,7 @@ class PolicyNode(LifecycleNode):
             session.entities.destroy()
         elif not session.entities.stop_worker():
             self.get_logger().error("the inference thread did not stop in time")
-        self._device = ""
+        self._device = self._sampler = ""
 
     # -- observations ---------------------------------------------------------------------------
 

@@ -14,7 +14,9 @@ from typing import Any
 
 import numpy as np
 
+from dp_policy import NoiseScheduleConfig
 from dp_policy.data_spec import DataSpec, StreamSpec
+from dp_policy_node.fast_path import fast_sampling_unsupported
 from dp_policy_node.parameters import NodeSettings
 
 IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
@@ -111,6 +113,7 @@ def build_serving_plan(
     lower, upper = _limits(settings, action_joints, range_min, range_max)
     max_step = _max_step(settings, action_joints, range_min, range_max)
     steps = _inference_steps(checkpoint, settings, policy_config)
+    _check_sampler(checkpoint, settings, policy_config, steps)
     marker_dims = settings.marker_dims or tuple(range(min(2, len(action_joints))))
     too_high = [dim for dim in marker_dims if dim >= len(action_joints)]
     if too_high:
@@ -273,3 +276,20 @@ def _inference_steps(checkpoint: Path, settings: NodeSettings, policy_config: di
             f"checkpoint {checkpoint} was trained with"
         )
     return steps
+
+
+def _check_sampler(
+    checkpoint: Path, settings: NodeSettings, policy_config: dict, steps: int
+) -> None:
+    # An explicit fast backend on a schedule it does not implement fails here, before the
+    # weights load; auto falls back to eager at warm-up instead (the worker says why).
+    if settings.sampler_backend not in ("fast", "cuda_graph"):
+        return
+    reason = fast_sampling_unsupported(
+        NoiseScheduleConfig.from_dict(policy_config.get("noise", {})), steps
+    )
+    if reason is not None:
+        raise ConfigurationError(
+            f"sampler_backend {settings.sampler_backend} cannot serve {checkpoint}: {reason}; "
+            f"set sampler_backend to auto (falls back to eager) or eager"
+        )

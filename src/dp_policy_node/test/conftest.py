@@ -31,3 +31,32 @@ def checkpoints(tmp_path_factory) -> dict[str, Path]:
         ),
         "nan": support.make_checkpoint(root / "nan", nan_output=True),
     }
+
+
+@pytest.fixture(scope="session")
+def sampler_checkpoints(tmp_path_factory) -> dict[str, Path]:
+    """Tiny checkpoints for the sampler backends (made only when a test asks): chunks that
+    depend on the pixels (72x72 images), DDPM sampling (per-step noise), a transformer
+    backbone, and a scheduler the fast path does not implement."""
+    from dp_policy import NoiseScheduleConfig
+
+    support = sys.modules[_SUPPORT]
+    root = tmp_path_factory.mktemp("sampler_checkpoints")
+    return {
+        "pixels": support.make_checkpoint(root / "pixels", image_shape=(3, 72, 72)),
+        "ddpm": support.make_checkpoint(
+            root / "ddpm",
+            camera=False,
+            noise=NoiseScheduleConfig(inference_scheduler="DDPMScheduler", num_inference_steps=5),
+        ),
+        "transformer": support.make_checkpoint(
+            root / "transformer", backbone="transformer", image_shape=(3, 72, 72)
+        ),
+        "dpm_solver": support.make_checkpoint(
+            root / "dpm_solver",
+            camera=False,
+            noise=NoiseScheduleConfig(
+                inference_scheduler="DPMSolverMultistepScheduler", num_inference_steps=3
+            ),
+        ),
+    }

@@ -23,6 +23,7 @@ from dp_policy import (
     HorizonConfig,
     NoiseScheduleConfig,
     PolicyConfig,
+    TransformerConfig,
     UNetConfig,
     VisionConfig,
     save_checkpoint,
@@ -38,11 +39,15 @@ TO, TP, TA = 2, 16, 8
 ACTION_RANGE = 0.25  # actions in training were in [-0.25, 0.25] m
 
 
-def tiny_spec(joints: tuple[str, ...] = JOINTS, camera: bool = True) -> DataSpec:
+def tiny_spec(
+    joints: tuple[str, ...] = JOINTS,
+    camera: bool = True,
+    image_shape: tuple[int, int, int] = IMAGE_SHAPE,
+) -> DataSpec:
     observations = []
     if camera:
         observations.append(
-            StreamSpec(key="image", topic=IMAGE_TOPIC, kind="image", shape=IMAGE_SHAPE)
+            StreamSpec(key="image", topic=IMAGE_TOPIC, kind="image", shape=image_shape)
         )
     observations.append(
         StreamSpec(key="agent_pos", topic=JOINT_TOPIC, kind="joint_state", joints=joints)
@@ -66,16 +71,28 @@ def make_checkpoint(
     camera: bool = True,
     nan_output: bool = False,
     seed: int = 0,
+    noise: NoiseScheduleConfig | None = None,
+    backbone: str = "unet",
+    image_shape: tuple[int, int, int] = IMAGE_SHAPE,
 ) -> Path:
-    """Save a tiny policy with its data spec; ``nan_output`` makes every prediction NaN."""
-    spec = tiny_spec(joints, camera)
+    """Save a tiny policy with its data spec; ``nan_output`` makes every prediction NaN.
+
+    ``noise``: the schedule and inference sampler (default DDIM, 3 steps); ``backbone``: unet
+    or transformer (one layer). With the default 32x32 images ResNet-18's last feature map is
+    1x1, so the keypoints, and the chunks, do not depend on the pixels; 72x72 (2x2 map) makes
+    them depend."""
+    spec = tiny_spec(joints, camera, image_shape)
     config = PolicyConfig(
         observation=spec.observation_spec(),
         action=spec.action_spec(),
         horizon=HorizonConfig(observation_horizon=TO, prediction_horizon=TP, action_horizon=TA),
+        backbone=backbone,
         unet=UNetConfig(down_dims=(16, 32), kernel_size=3, n_groups=4, diffusion_step_embed_dim=16),
-        vision=VisionConfig(crop_shape=(28, 28), num_keypoints=4, feature_dim=8),
-        noise=NoiseScheduleConfig(num_inference_steps=3),
+        transformer=TransformerConfig(n_layer=1, n_head=2, n_emb=16, p_drop_attn=0.0),
+        vision=VisionConfig(
+            crop_shape=(image_shape[1] - 4, image_shape[2] - 4), num_keypoints=4, feature_dim=8
+        ),
+        noise=noise or NoiseScheduleConfig(num_inference_steps=3),
     )
     torch.manual_seed(seed)
     policy = DiffusionPolicy(config)

@@ -79,6 +79,9 @@ def test_serves_timed_chunks_through_the_lifecycle(ros_processes, graph_probe, c
     assert lifecycle_state(graph_probe, NODE) == "inactive"
     _, inactive = statuses.wait_for_state(PolicyStatus.STATE_INACTIVE)
     assert inactive.device == "cpu" and inactive.checkpoint == checkpoint
+    # sampler_backend auto on the CPU: the fast path, checked against eager at configure.
+    assert "with the fast sampler (" in inactive.message, inactive.message
+    assert "fast sampler (" in node.output() and "serving with the eager" not in node.output()
     assert inactive.inference_latency_p50 > 0, "the warm-up measured the latency"
     time.sleep(1.0)
     assert trajectories.snapshot() == [], "an inactive node published a command"
@@ -200,6 +203,15 @@ def test_misconfiguration_fails_configure_with_what_to_fix(
         ros_processes, checkpoint=str(missing), joint_names=list(JOINTS), max_step=[10.0]
     )
     statuses = StatusWatcher(graph_probe)
+    # The choices are part of the declaration (`ros2 param describe`), not only of the docs.
+    from rcl_interfaces.srv import DescribeParameters
+
+    names = ["sampler_backend", "sampler_precision"]
+    described = graph_probe.call_service(
+        DescribeParameters, f"/{NODE}/describe_parameters", DescribeParameters.Request(names=names)
+    ).descriptors
+    assert described[0].additional_constraints == "one of: auto, eager, fast, cuda_graph"
+    assert "bf16mix" in described[1].additional_constraints
     cases = [
         ({}, f"{missing}/config.json: missing"),
         (
@@ -210,12 +222,31 @@ def test_misconfiguration_fails_configure_with_what_to_fix(
             {"checkpoint": str(checkpoints["camera"]), "observation_topics": ["camera=/x"]},
             "observation_topics names key(s) ['camera']",
         ),
-        ({"observation_topics": ["image=/policy_test/camera/image_raw"], "device": "tpu"}, "tpu"),
+        (
+            {"sampler_backend": "cuda_graph", "device": "cpu"},
+            "parameter 'sampler_backend' is 'cuda_graph', which needs a CUDA device",
+        ),
+        ({"sampler_backend": "auto", "sampler_precision": "int4"}, "'sampler_precision' is"),
+        (
+            {
+                "sampler_precision": "auto",
+                "observation_topics": ["image=/policy_test/camera/image_raw"],
+                "device": "tpu",
+            },
+            "tpu",
+        ),
     ]
     import torch
 
     if not torch.cuda.is_available():
         cases.append(({"device": "cuda"}, "sees no CUDA device"))
+        # Known only once device auto has become the CPU: the worker refuses it, before loading.
+        cases.append(
+            (
+                {"device": "auto", "sampler_backend": "cuda_graph"},
+                "sampler_backend 'cuda_graph' needs a CUDA device, but the device is 'cpu'",
+            )
+        )
     for values, text in cases:
         if values:
             set_parameters(graph_probe, NODE, **values)
@@ -226,7 +257,7 @@ def test_misconfiguration_fails_configure_with_what_to_fix(
         assert status.message.startswith("configure failed:")
         assert text in node.output()
     # Fixed: the same process configures once the parameters are right.
-    set_parameters(graph_probe, NODE, device="auto")
+    set_parameters(graph_probe, NODE, device="auto", sampler_backend="auto")
     assert change_state(graph_probe, NODE, Transition.TRANSITION_CONFIGURE), node.output()
     _, status = statuses.wait_for_state(PolicyStatus.STATE_INACTIVE)
     assert status.checkpoint == str(checkpoints["camera"])

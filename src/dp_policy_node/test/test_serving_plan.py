@@ -53,6 +53,20 @@ def test_the_parameter_table_is_complete_and_described() -> None:
         ({"observation_topics": ["image:/x"]}, "must be 'key=/topic'"),
         ({"marker_dims": [0, 1, 2, 3]}, "up to 3"),
         ({"status_period": 0.0}, "'status_period' is 0.0"),
+        ({"sampler_backend": "tensorrt"}, "'sampler_backend' is 'tensorrt'; use one of auto,"),
+        ({"sampler_precision": "int8"}, "'sampler_precision' is 'int8'; use one of auto,"),
+        (
+            {"sampler_backend": "cuda_graph", "device": "cpu"},
+            "'cuda_graph', which needs a CUDA device, but 'device' is 'cpu'",
+        ),
+        (
+            {"sampler_backend": "eager", "sampler_precision": "fp16"},
+            "sampler_backend 'eager' runs the checkpoint's float32 weights",
+        ),
+        (
+            {"sampler_backend": "eager", "sampler_compile": True},
+            "'sampler_compile' is true, but sampler_backend 'eager' is not compiled",
+        ),
     ],
 )
 def test_impossible_parameters_are_named(values, text) -> None:
@@ -113,6 +127,30 @@ def test_a_mismatch_between_checkpoint_and_parameters_says_what_to_fix(
     with pytest.raises(ConfigurationError) as error:
         plan_for(checkpoints[checkpoint], **values)
     assert text in str(error.value)
+
+
+def test_sampler_settings_are_normalised_and_default_to_auto() -> None:
+    assert (settings("/ck").sampler_backend, settings("/ck").sampler_precision) == ("auto", "auto")
+    chosen = settings("/ck", sampler_backend=" Fast ", sampler_precision="BF16MIX", device="cpu")
+    assert (chosen.sampler_backend, chosen.sampler_precision) == ("fast", "bf16mix")
+    # cuda_graph with device auto is for the worker to judge: it knows whether CUDA is there.
+    assert settings("/ck", sampler_backend="cuda_graph").sampler_backend == "cuda_graph"
+
+
+@pytest.mark.parametrize("backend", ["fast", "cuda_graph"])
+def test_an_explicit_fast_backend_refuses_a_scheduler_it_lacks_before_loading(
+    sampler_checkpoints, backend
+) -> None:
+    checkpoint = sampler_checkpoints["dpm_solver"]
+    with pytest.raises(ConfigurationError) as error:
+        plan_for(checkpoint, sampler_backend=backend)
+    message = str(error.value)
+    assert f"sampler_backend {backend} cannot serve {checkpoint}" in message
+    assert "DPMSolverMultistepScheduler" in message and "set sampler_backend to auto" in message
+    # auto and eager serve it (auto through eager, decided at warm-up).
+    for allowed in ("auto", "eager"):
+        assert plan_for(checkpoint, sampler_backend=allowed).num_inference_steps == 3
+    assert plan_for(sampler_checkpoints["ddpm"], sampler_backend=backend).num_inference_steps == 5
 
 
 def _image(encoding="rgb8", size=32, channels=3):
