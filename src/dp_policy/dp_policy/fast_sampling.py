@@ -214,8 +214,9 @@ class FastChunkSampler(nn.Module):
         guarded entries for the same code, so the recompile limit is raised to keep a process
         with several samplers from silently falling back to uncompiled code.
         """
-        limit = torch._dynamo.config.recompile_limit
-        torch._dynamo.config.recompile_limit = max(limit, 64)
+        config = torch._dynamo.config
+        name = "recompile_limit" if hasattr(config, "recompile_limit") else "cache_size_limit"
+        setattr(config, name, max(getattr(config, name), 64))  # older torch: cache_size_limit
         options = {"fullgraph": True, "dynamic": False, **options}
         self._prepare = torch.compile(self.prepare, **options)
         self._step = torch.compile(self.denoise_step, **options)

@@ -141,6 +141,11 @@ def test_latency_benchmark_smoke_mode_runs(tmp_path):
     assert {r["variant"] for r in ok} >= {"eager", "fast_fp32_native", "fast_fp32_gemm"}
     assert all(r["tolerance_pass"] for r in ok if "fp32" in r["variant"])
     assert report["models"]["image_unet"]["parameters"]["total"] > 0
+    # The per-chunk operator count explains batch-1 latency; the FiLM table and static
+    # schedule must save operators against eager (diffusers' step, per-step FiLM products).
+    ops = {(r["config"], r["sampler"], r["variant"]): r["aten_ops_per_chunk"] for r in ok}
+    for config, sampler in {("lowdim_unet", "ddim10"), ("lowdim_unet", "ddpm100")}:
+        assert ops[config, sampler, "fast_fp32_native"] < ops[config, sampler, "eager"]
     assert {(r["config"], r["sampler"]) for r in ok} == {
         ("image_unet", "ddim10"),
         ("lowdim_unet", "ddim10"),
