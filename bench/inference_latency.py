@@ -79,7 +79,14 @@ TARGETS = {
     ("cpu", "image_unet", "ddim10"): ("p50", 873.0),
 }
 DEFAULT_VARIANTS = {
-    "cpu": ["eager", "fast_fp32_native", "fast_fp32_gemm", "fast_bf16mix_gemm"],
+    "cpu": [
+        "eager",
+        "fast_fp32_native",
+        "fast_fp32_gemm",
+        "fast_bf16mix_gemm",
+        "compiled_fast_fp32_gemm",
+        "compiled_fast_bf16mix_gemm",
+    ],
     "cuda": [
         "eager",
         "graph_fp32_native",
