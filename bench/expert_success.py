@@ -22,6 +22,7 @@ import argparse
 import json
 import os
 import platform
+import subprocess
 import sys
 import time
 import warnings
@@ -141,6 +142,9 @@ def main() -> None:
             f"{result['mean_steps_of_successes']}, {result['wall_time_s']} s"
         )
     print(f"wrote {args.output}")
+    # The PNG is a by-product, drawn in a process of its own: a plotting problem (say, no
+    # matplotlib on a GPU box) is reported there and costs the benchmark nothing.
+    subprocess.run([sys.executable, str(Path(__file__).with_name("plots.py")), str(args.output)])
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ import os
 import platform
 import re
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -308,6 +309,9 @@ def main() -> int:
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     print(f"written: {output}")
+    # The PNG is a by-product, drawn in a process of its own: a plotting problem (say, no
+    # matplotlib on a GPU box) is reported there and costs the benchmark nothing.
+    subprocess.run([sys.executable, str(Path(__file__).with_name("plots.py")), str(output)])
     return 0
 
 
