@@ -269,6 +269,7 @@ def serve_backend(
         warmup_iterations=3,
         sampler_backend=backend,
         sampler_precision=args.sampler_precision,
+        sampler_compile=args.sampler_compile and backend != "eager",
     )
     started = time.perf_counter()
     report = worker.start(timeout=180)
@@ -285,6 +286,7 @@ def serve_backend(
         # What served, and the warm-up check against eager (normalised action units).
         "sampler_backend": report.sampler_backend,
         "sampler_precision": report.sampler_precision,
+        "sampler_compiled": report.sampler_compiled,
         "sampler_difference": report.sampler_difference,
         "sampler_tolerance": report.sampler_tolerance,
         "sampler_notes": list(report.sampler_notes),
@@ -367,6 +369,11 @@ def main() -> int:
     )
     parser.add_argument("--sampler-precision", default="auto", help="the worker's precision")
     parser.add_argument(
+        "--sampler-compile",
+        action="store_true",
+        help="torch.compile the fast backends (sampler_compile); start_s then includes it",
+    )
+    parser.add_argument(
         "--output", type=Path, default=ROOT / "bench" / "results" / "policy_node_gpu_check.json"
     )
     args = parser.parse_args()
@@ -403,6 +410,7 @@ def main() -> int:
             "latency_margin_s": LATENCY_MARGIN,
             "sampler_backends": args.sampler_backends.split(","),
             "sampler_precision": args.sampler_precision,
+            "sampler_compile": args.sampler_compile,
             "torch_threads": torch.get_num_threads(),
             "threads": threading.active_count(),
         },

@@ -4,11 +4,15 @@
 # with: pip download --no-deps --only-binary=:all: --python-version 3.12 -d .whl \
 #   diffusers==0.42.1 importlib_metadata
 # and carried to the device with the working tree.
-# Usage: bench/run_gpu_checks.sh OUT_DIR [inference_budget_s] [node_budget_s]
+# Usage: bench/run_gpu_checks.sh OUT_DIR [inference_budget_s] [node_budget_s] [node_compile]
+# node_compile=1 serves the node check's fast backend compiled (sampler_compile; about a
+# minute more per policy).
 set -uo pipefail
 out=${1:?output directory}
 inference_budget=${2:-240}
 node_budget=${3:-12}
+node_compile=()
+[ "${4:-0}" = 1 ] && node_compile=(--sampler-compile)
 python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl || exit 1
 export PYTHONPATH=src/dp_policy:src/dp_policy_node:/tmp/site PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
@@ -22,5 +26,6 @@ timeout $((inference_budget + 60)) python3 bench/inference_latency.py --device c
   --warmup 3 --case-budget-s 2 --time-budget-s "$inference_budget" \
   --out "$out/inference_latency_gpu.json" 2>&1 | tail -40
 # The node's CUDA path: device selection, warm-up, worker thread, cleanup frees memory.
-timeout $((2 * node_budget + 60)) python3 bench/policy_node_gpu_check.py --device cuda \
+timeout $((2 * node_budget + 60 + ${#node_compile[@]} * 180)) python3 \
+  bench/policy_node_gpu_check.py --device cuda "${node_compile[@]}" \
   --budget-s "$node_budget" --output "$out/policy_node_gpu_check.json" 2>&1 | tail -25
