@@ -86,7 +86,14 @@ class FiLMTableUnet(nn.Module):
             raise ValueError(f"conv_mode must be one of {CONV_MODES}, got {conv_mode!r}")
         self.conv_mode = conv_mode
         self.activation_dtype = torch.float32 if mixed else dtype
-        self.body = copy.deepcopy(unet).requires_grad_(False)
+        if dtype == torch.float32:
+            # New modules (rewired below) over the policy's own weight tensors: a float32
+            # sampler costs no second copy of the network. requires_grad is left alone, as it
+            # belongs to the policy; sampling runs without autograd anyway.
+            shared = {id(t): t for t in (*unet.parameters(), *unet.buffers())}
+            self.body = copy.deepcopy(unet, shared)
+        else:
+            self.body = copy.deepcopy(unet).requires_grad_(False)
         self.step_embedding = unet.step_embedding
         self.step_encoder = copy.deepcopy(unet.step_encoder).float().requires_grad_(False)
         blocks = [m for m in self.body.modules() if isinstance(m, FiLMResidualBlock)]

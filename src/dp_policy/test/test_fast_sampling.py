@@ -102,6 +102,19 @@ def test_compiled_sampling_matches_and_compiles_once_per_shape(backbone, schedul
     assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == graphs
 
 
+def test_a_float32_sampler_shares_the_policy_weights_and_a_half_one_leaves_them_alone():
+    policy = fitted_policy(tiny_config("unet", cameras=False)).eval()
+    weights = {id(p): p for p in policy.noise_net.parameters()}
+    storages = {p.data_ptr() for p in policy.noise_net.parameters()}
+    shared = FastChunkSampler(policy, conv_mode="gemm").denoiser.body
+    assert {p.data_ptr() for p in shared.parameters()} <= storages
+    assert any(b.film is not None for b in policy.noise_net.modules() if hasattr(b, "film"))
+    half = FastChunkSampler(policy, dtype=torch.bfloat16, conv_mode="gemm").denoiser.body
+    assert not {p.data_ptr() for p in half.parameters()} & storages
+    assert all(p.dtype == torch.float32 and p.requires_grad for p in policy.noise_net.parameters())
+    assert {id(p): p for p in policy.noise_net.parameters()} == weights
+
+
 def test_half_precision_weights_stay_close():
     config = tiny_config("unet", cameras=False)
     policy = fitted_policy(config).eval()
