@@ -67,7 +67,8 @@ def conv_transpose1d_as_gemm(x: torch.Tensor, conv: nn.ConvTranspose1d) -> torch
 
 
 class FiLMTableUnet(nn.Module):
-    """``ConditionalUnet1D`` with precomputed FiLM parameters and weights copied to ``dtype``.
+    """``ConditionalUnet1D`` with precomputed FiLM parameters, its weights in ``dtype`` (shared
+    with the policy in float32, copied otherwise).
 
     ``mixed``: only the convolution weights become ``dtype``; activations, GroupNorm, FiLM and
     residual sums stay float32, each convolution casting its input and output. This keeps the
