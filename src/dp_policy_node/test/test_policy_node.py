@@ -150,6 +150,23 @@ def check_chunk_message(chunk: ActionChunk, checkpoint: str, image_stamps: set[i
     assert seconds(chunk.inference_time) > 0
 
 
+def executed_rows(trajectory: JointTrajectory, rows: np.ndarray) -> list[int]:
+    """The chunk rows a trajectory commands: a tail of To-1 .. To-1+Ta-1, the past ones dropped.
+
+    Rows are identified by position in that range, not by searching for equal values: an
+    untrained (or half-precision) model can predict the same row twice, and a search would then
+    name the wrong one.
+    """
+    count = len(trajectory.points)
+    assert 1 <= count <= TA, f"{count} points for an action horizon of {TA}"
+    indices = list(range(TO - 1 + TA - count, TO - 1 + TA))
+    positions = np.asarray([point.positions for point in trajectory.points])
+    np.testing.assert_array_equal(
+        positions, rows[indices], err_msg="the points are not the tail of the executed rows"
+    )
+    return indices
+
+
 def check_trajectory(arrived: float, trajectory: JointTrajectory, chunk: ActionChunk) -> None:
     assert nanoseconds(trajectory.header.stamp) == 0, "zero stamp: start on receipt"
     assert list(trajectory.joint_names) == list(JOINTS)
@@ -157,13 +174,7 @@ def check_trajectory(arrived: float, trajectory: JointTrajectory, chunk: ActionC
     offsets = [seconds(point.time_from_start) for point in trajectory.points]
     assert offsets[0] >= 0.02, "the first point must leave the controller time to ramp"
     assert all(b > a for a, b in itertools.pairwise(offsets))
-    indices = []
-    for point in trajectory.points:
-        matches = np.flatnonzero(np.all(rows == np.asarray(point.positions), axis=1))
-        assert matches.size, "a point that is not a row of the published chunk"
-        indices.append(int(matches[0]))
-    # The executed rows To-1 .. To-1+Ta-1, the past ones dropped: a tail of that range.
-    assert indices == list(range(indices[0], TO - 1 + TA))
+    indices = executed_rows(trajectory, rows)
     observation = nanoseconds(chunk.observation_stamp) / NS
     for index, offset in zip(indices, offsets, strict=True):
         predicted = observation + (index - (TO - 1)) * DT
@@ -356,7 +367,7 @@ def test_runs_on_simulated_time(ros_processes, graph_probe, checkpoints):
         observation = nanoseconds(chunk.observation_stamp) / NS - offset
         # On receipt + time_from_start (both in simulated time, shifted here) = predicted.
         rows = np.asarray(chunk.actions).reshape(TP, len(JOINTS))
-        first = int(np.flatnonzero(np.all(rows == trajectory.points[0].positions, axis=1))[0])
+        first = executed_rows(trajectory, rows)[0]
         predicted = observation + (first - (TO - 1)) * DT
         due = arrived + seconds(trajectory.points[0].time_from_start)
         assert -0.005 <= due - predicted < 0.15
