@@ -271,11 +271,16 @@ class FastChunkSampler(nn.Module):
         noise: torch.Tensor,
         step_noise: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """``noise (B, Tp, Da)``, DDPM ``step_noise (S, B, Tp, Da)`` -> normalised float32 chunk."""
+        """``noise (B, Tp, Da)``, DDPM ``step_noise (S, B, Tp, Da)`` -> normalised float32 chunk.
+
+        ``observations`` have batch ``B``, or batch 1 for ``B`` samples of one observation
+        history: it is then encoded once and its condition shared, as ``predict_action`` does
+        for ``num_samples``.
+        """
         schedule = self.schedule
         if schedule.needs_step_noise and step_noise is None:
             raise ValueError(f"a {schedule.kind} schedule needs step_noise (S, B, Tp, Da)")
-        condition = self._prepare(observations)
+        condition = self._shared(self._prepare(observations), noise.shape[0])
         sample = noise
         for index in range(schedule.num_steps):
             step_condition = condition[index] if self.is_unet else condition
@@ -290,6 +295,20 @@ class FastChunkSampler(nn.Module):
             )
         return sample
 
+    def _shared(self, condition: torch.Tensor, batch: int) -> torch.Tensor:
+        """The condition of a batch-1 observation as a view for ``batch`` samples (no copy)."""
+        axis = 1 if self.is_unet else 0  # FiLM table (S, B, total), features (B, To, F)
+        if condition.shape[axis] == batch:
+            return condition
+        if condition.shape[axis] != 1:
+            raise ValueError(
+                f"observations of batch {condition.shape[axis]} for noise of batch {batch}: "
+                "give one observation history per sample, or one for all"
+            )
+        shape = list(condition.shape)
+        shape[axis] = batch
+        return condition.expand(shape)
+
     def unnormalize(self, normalized: torch.Tensor) -> torch.Tensor:
         return self.policy.normalizer.ranges[ACTION_KEY].unnormalize(normalized)
 
@@ -302,13 +321,16 @@ class CudaGraphChunkSampler:
         sampler: FastChunkSampler,
         example_observations: Mapping[str, torch.Tensor],
         warmup: int = 3,
+        batch: int | None = None,
     ) -> None:
+        """``batch``: chunks per replay; unset, the batch of ``example_observations``. A batch-1
+        observation with ``batch > 1`` is encoded once for all of them."""
         device = sampler.policy.device
         if device.type != "cuda":
             raise ValueError("CUDA graphs need the policy on a CUDA device")
         self.sampler = sampler
         self.static_observations = {k: v.detach().clone() for k, v in example_observations.items()}
-        batch = next(iter(example_observations.values())).shape[0]
+        batch = batch or next(iter(example_observations.values())).shape[0]
         horizon = sampler.policy.config.horizon.prediction_horizon
         shape = (batch, horizon, sampler.policy.config.action.dim)
         self.static_noise = torch.zeros(shape, device=device)

@@ -102,6 +102,41 @@ def test_compiled_sampling_matches_and_compiles_once_per_shape(backbone, schedul
     assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == graphs
 
 
+@pytest.mark.parametrize(
+    ("backbone", "compiled"), [("unet", False), ("unet", True), ("transformer", False)]
+)
+def test_one_history_for_several_samples_is_encoded_once(backbone, compiled):
+    """Several chunks of one observation history (the node's visualised samples) share one
+    encoding, and sample what the history repeated per sample gives."""
+    config = tiny_config(backbone, cameras=True)
+    policy = fitted_policy(config).eval()
+    single = make_observations(config, 1)
+    repeated = {key: value.expand(3, *value.shape[1:]) for key, value in single.items()}
+    noise = torch.randn((3, 8, 2), generator=torch.Generator().manual_seed(5))
+    encoded_batches = []
+    hook = policy.obs_encoder.register_forward_hook(
+        lambda _module, inputs, _output: encoded_batches.append(
+            next(iter(inputs[0].values())).shape[0]
+        )
+    )
+    torch._dynamo.reset()
+    with torch.no_grad():
+        expected = FastChunkSampler(policy, conv_mode="gemm").sample_normalized(repeated, noise)
+        fast = FastChunkSampler(policy, conv_mode="gemm")
+        if compiled:
+            fast.compile_sampling()
+        del encoded_batches[:]
+        chunks = fast.sample_normalized(single, noise)
+        with pytest.raises(ValueError, match="batch 2 for noise of batch 3"):
+            fast.sample_normalized(make_observations(config, 2), noise)
+    hook.remove()
+    assert chunks.shape == (3, 8, 2)
+    assert (chunks - expected).abs().max() < 1e-4
+    assert len({tuple(chunk.flatten().tolist()) for chunk in chunks}) == 3, "one noise per sample"
+    if not compiled:  # compiled code does not run the module's hooks
+        assert encoded_batches[0] == 1
+
+
 def test_a_float32_sampler_shares_the_policy_weights_and_a_half_one_leaves_them_alone():
     policy = fitted_policy(tiny_config("unet", cameras=False)).eval()
     weights = {id(p): p for p in policy.noise_net.parameters()}

@@ -103,22 +103,21 @@ class FastPath:
             if compile_sampling:
                 self.sampler.compile_sampling()
             self.graph = (
-                CudaGraphChunkSampler(self.sampler, self._to_device(example_observations))
+                CudaGraphChunkSampler(
+                    self.sampler, self._to_device(example_observations), batch=num_samples
+                )
                 if backend == "cuda_graph"
                 else None
             )
         self.schedule = self.sampler.schedule
 
     def _to_device(self, observations: Mapping[str, np.ndarray]) -> dict[str, torch.Tensor]:
-        """``{key: (To, ...)}`` -> ``(num_samples, To, ...)`` float32 on the device, converted as
-        ``DiffusionPolicy.predict_action`` converts (uint8 images scaled to [0, 1])."""
+        """``{key: (To, ...)}`` -> ``(1, To, ...)`` float32 on the device, converted as
+        ``DiffusionPolicy.predict_action`` converts (uint8 images scaled to [0, 1]). The sampler
+        encodes it once for all ``num_samples`` chunks, as ``predict_action`` does."""
         # Checked and converted exactly as predict_action does; only the policy's keys come
         # back (the graph has buffers for those alone).
-        checked = self.policy.check_observations(batched(observations, self.device))
-        # The observation repeated: one chunk per sample, as predict_action's num_samples.
-        return {
-            key: value.expand(self.num_samples, *value.shape[1:]) for key, value in checked.items()
-        }
+        return self.policy.check_observations(batched(observations, self.device))
 
     def _noise(self, generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Initial and per-step noise drawn exactly as the eager path draws them: the initial
