@@ -11,6 +11,7 @@ from typing import Any
 import rclpy
 from rclpy.context import Context
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.impl.implementation_singleton import rclpy_implementation
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile
@@ -37,8 +38,14 @@ class RosSession:
         self._thread.start()
 
     def _spin(self) -> None:
-        with contextlib.suppress(ExternalShutdownException):
+        try:
             self._executor.spin()
+        except ExternalShutdownException:
+            pass
+        except rclpy_implementation.RCLError:
+            # close() shuts the context down while the executor may be between its checks.
+            if self.context.ok():
+                raise
 
     def subscribe(self, msg_type: type, topic: str, callback: Callable[[Any], None]) -> None:
         self.node.create_subscription(msg_type, topic, callback, QoSProfile(depth=100))

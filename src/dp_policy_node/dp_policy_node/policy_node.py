@@ -31,6 +31,7 @@ import rclpy
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 from rclpy.clock import Clock, ClockType
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.impl.implementation_singleton import rclpy_implementation
 from rclpy.lifecycle import Node as LifecycleNode
 from rclpy.lifecycle import State, TransitionCallbackReturn
 from rclpy.parameter import Parameter
@@ -748,6 +749,12 @@ def main(args: list[str] | None = None) -> int:
         executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
+    except rclpy_implementation.RCLError:
+        # rclpy's signal handler shuts the context down asynchronously: an executor between
+        # its checks then fails to build its wait set, or a callback to publish. That is the
+        # signal's shutdown, not a fault (exit 0); with the context still valid it is a fault.
+        if rclpy.ok():
+            raise
     finally:
         if node is not None:
             node.release()

@@ -30,6 +30,7 @@ import rclpy
 from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.exceptions import ParameterUninitializedException
 from rclpy.executors import ExternalShutdownException
+from rclpy.impl.implementation_singleton import rclpy_implementation
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile
@@ -505,6 +506,13 @@ def main(args: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         reason = "interrupted (SIGINT)"
     except ExternalShutdownException:
+        reason = "shut down by a signal"
+    except rclpy_implementation.RCLError:
+        # rclpy's signal handler shuts the context down asynchronously: an executor between
+        # its checks then fails to build its wait set, or a callback to publish. That is the
+        # signal's shutdown, not a fault (exit 0); with the context still valid it is a fault.
+        if rclpy.ok():
+            raise
         reason = "shut down by a signal"
     finally:
         if node is not None:

@@ -7,6 +7,7 @@ from collections.abc import Callable
 import rclpy
 import rclpy.exceptions
 from rclpy.executors import ExternalShutdownException
+from rclpy.impl.implementation_singleton import rclpy_implementation
 from rclpy.node import Node
 
 
@@ -23,6 +24,12 @@ def run_node(make_node: Callable[[], Node], name: str, args: list[str] | None = 
         rclpy.spin(node)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
+    except rclpy_implementation.RCLError:
+        # rclpy's signal handler shuts the context down asynchronously: an executor between
+        # its checks then fails to build its wait set, or a callback to publish. That is the
+        # signal's shutdown, not a fault (exit 0); with the context still valid it is a fault.
+        if rclpy.ok():
+            raise
     finally:
         node.destroy_node()
         rclpy.try_shutdown()

@@ -18,6 +18,7 @@ from collections.abc import Callable
 import rclpy
 from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.executors import ExternalShutdownException
+from rclpy.impl.implementation_singleton import rclpy_implementation
 from rclpy.node import Node
 from rclpy.publisher import Publisher
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
@@ -146,6 +147,12 @@ def main(args: list[str] | None = None) -> None:
         rclpy.spin(node)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
+    except rclpy_implementation.RCLError:
+        # rclpy's signal handler shuts the context down asynchronously: an executor between
+        # its checks then fails to build its wait set, or a callback to publish. That is the
+        # signal's shutdown, not a fault (exit 0); with the context still valid it is a fault.
+        if rclpy.ok():
+            raise
     finally:
         node.stop()
         node.destroy_node()
