@@ -13,7 +13,7 @@ serving cannot disagree about topics, keys, shapes, joint order or dt. Example::
          joints: [pusher_x_joint, pusher_y_joint]}
       - {key: block_pose, topic: /pusht/block_pose, kind: fields,
          message_type: geometry_msgs/msg/PoseStamped,
-         fields: [pose.position.x, pose.position.y, pose.orientation.z, pose.orientation.w]}
+         fields: [pose.position.x, pose.position.y, 'pose.orientation:yaw_sincos']}
     action: {key: action, topic: /joint_trajectory_controller/joint_trajectory,
              kind: joint_trajectory, joints: [pusher_x_joint, pusher_y_joint]}
 
@@ -26,7 +26,11 @@ Stream kinds:
   ``joint_field`` (position, velocity or effort).
 - ``joint_trajectory``: ``trajectory_msgs/msg/JointTrajectory`` commands (actions only): the
   value at a grid time is the position that the newest trajectory commands for that time.
-- ``fields``: any message type (``message_type``); ``fields`` are dotted paths to numbers.
+- ``fields``: any message type (``message_type``); ``fields`` are dotted paths to numbers, or
+  to an orientation with a continuous encoding after a colon (``pose.orientation:yaw_sincos``,
+  ``:quaternion`` (sign-canonical), ``:rotation_6d``; ``theta:angle_sincos`` for an angle):
+  see ``dp_policy.field_encodings``. A raw quaternion component (``pose.orientation.z``) is
+  discontinuous as an observation: q and -q are the same rotation.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ from typing import Any
 import yaml
 
 from dp_policy.config import ActionSpec, ObservationSpec
+from dp_policy.field_encodings import check_field, field_names
 
 STREAM_KINDS = ("image", "joint_state", "joint_trajectory", "fields")
 DEFAULT_MESSAGE_TYPES = {
@@ -107,6 +112,12 @@ class StreamSpec:
                 raise DataSpecError(f"{where}: joint_field must be one of {JOINT_FIELDS}")
         elif not self.fields or not all(isinstance(path, str) and path for path in self.fields):
             raise DataSpecError(f"{where}: kind 'fields' needs a list of dotted field paths")
+        else:
+            for entry in self.fields:
+                try:
+                    check_field(entry)
+                except ValueError as error:
+                    raise DataSpecError(f"{where}: {error}") from error
         if self.max_age is not None and not (
             isinstance(self.max_age, int | float)
             and math.isfinite(self.max_age)
@@ -125,12 +136,13 @@ class StreamSpec:
     @property
     def size(self) -> int:
         """Length of the vector for low-dim streams (joints or fields)."""
-        return len(self.joints) if self.joints else len(self.fields)
+        return len(self.names)
 
     @property
     def names(self) -> tuple[str, ...]:
-        """Names of the vector's entries: joint names or field paths."""
-        return self.joints if self.joints else self.fields
+        """Names of the vector's entries: joint names, or field paths (an encoded orientation
+        gives one name per value: ``pose.orientation:yaw_sincos.sin_yaw``, ...)."""
+        return self.joints if self.joints else field_names(self.fields)
 
     def to_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = {"key": self.key, "topic": self.topic, "kind": self.kind}

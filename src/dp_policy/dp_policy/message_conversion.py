@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from dp_policy.field_encodings import FieldEncodingError, encode, split_field
+
 # encoding -> (channels, index of each of R, G, B in the pixel; None for mono)
 _RAW_ENCODINGS: dict[str, tuple[int, tuple[int, int, int] | None]] = {
     "rgb8": (3, (0, 1, 2)),
@@ -121,14 +123,27 @@ def pick_joints(
 
 
 def read_fields(message: Any, paths: Sequence[str]) -> np.ndarray:
-    """The numbers at the dotted ``paths`` of a message (``pose.position.x``), as float64."""
-    values = []
-    for path in paths:
+    """The numbers at the dotted ``paths`` of a message (``pose.position.x``), as float64.
+
+    An entry ``path:encoding`` reads an orientation and gives several numbers
+    (``pose.orientation:yaw_sincos``: see ``dp_policy.field_encodings``).
+    """
+    values: list[float] = []
+    for entry in paths:
+        path, encoding = split_field(entry)
         value = message
         for part in path.split("."):
             if not hasattr(value, part):
                 raise ConversionError(f"message has no field {path!r} (no {part!r})")
             value = getattr(value, part)
+        if encoding is not None:
+            try:
+                values.extend(encode(value, entry))
+            except FieldEncodingError as error:
+                if "not finite" in str(error):
+                    raise NonFiniteValueError(str(error)) from error
+                raise ConversionError(str(error)) from error
+            continue
         if isinstance(value, bool) or not isinstance(value, int | float | np.number):
             raise ConversionError(f"field {path!r} is not a number: {value!r}")
         values.append(float(value))
