@@ -21,6 +21,7 @@ import logging
 import os
 import re
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -84,6 +85,12 @@ def parse_arguments(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--output", metavar="DIR", help="run directory (output_dir)")
     parser.add_argument("--device", help="auto, cpu, cuda or cuda:N (training.device)")
     parser.add_argument(
+        "--budget",
+        metavar="DURATION",
+        help="train for this much wall clock (30m, 2h, 1h30m), dataset building included: "
+        "training.max_time, with no step or epoch limit unless overridden too",
+    )
+    parser.add_argument(
         "--resume",
         metavar="CHECKPOINT",
         help="'auto' (the run's latest checkpoint, if any) or a step_<N> checkpoint directory",
@@ -116,6 +123,9 @@ def _flag_overrides(arguments: argparse.Namespace) -> list[str]:
         overrides.append(f"output_dir={json.dumps(arguments.output)}")
     if arguments.device:
         overrides.append(f"training.device={arguments.device}")
+    if arguments.budget:
+        overrides.append(f"training.max_time={json.dumps(arguments.budget)}")
+        overrides += ["training.max_steps=null", "training.num_epochs=null"]
     return overrides
 
 
@@ -161,6 +171,8 @@ def run_training(arguments: argparse.Namespace) -> int:
     from dp_policy.training.loop import Trainer
     from dp_policy.training.state import TrainingStateError
 
+    # A time budget counts from here: building the dataset is part of what the user waits for.
+    started_at = time.monotonic()
     rank = int(os.environ.get("RANK", "0"))
     _setup_logging(rank)
     context = None
@@ -199,7 +211,7 @@ def run_training(arguments: argparse.Namespace) -> int:
                 len(description["train_episodes"]),
                 description["val_windows"],
             )
-        trainer = Trainer(config, data, context, output_dir)
+        trainer = Trainer(config, data, context, output_dir, started_at=started_at)
         if resume is not None:
             trainer.resume_from(resume)
         result = trainer.run()

@@ -32,6 +32,7 @@ from dp_policy.config import PolicyConfig
 from dp_policy.data_spec import DataSpec, DataSpecError
 from dp_policy.datasets.episodes import EpisodeSelection
 from dp_policy.datasets.replay_store import ArrayMapping
+from dp_policy.training.budget import parse_duration
 
 POLICY_SECTIONS = ("backbone", "horizon", "unet", "transformer", "vision", "noise", "ema")
 PRECISIONS = ("auto", "no", "bf16", "fp16")
@@ -222,8 +223,12 @@ class OptimizerConfig:
 class RunConfig:
     """How long and where to train, and how often to log, validate and save.
 
-    Training stops after ``max_steps`` optimiser steps or ``num_epochs`` passes over the
-    training windows, whichever comes first (at least one must be set). ``val_every_steps``
+    Training stops after ``max_steps`` optimiser steps, ``num_epochs`` passes over the
+    training windows or ``max_time`` of wall clock (``30m``, ``2h``, seconds; counted from the
+    start of the train command, dataset building included), whichever comes first (at least
+    one must be set). With ``max_time`` the learning-rate schedule follows the budget used
+    (``dp_policy.training.budget``). ``checkpoint_every_time`` also writes a periodic
+    checkpoint every so much wall clock (for learning curves). ``val_every_steps``
     null validates at the end of every epoch. A CPU run is repeatable bit for bit for a given
     ``seed``; ``deterministic`` asks the same of GPU kernels (cuDNN, cuBLAS), at some speed.
     """
@@ -239,6 +244,8 @@ class RunConfig:
     val_every_steps: int | None = None
     checkpoint_every_steps: int = 5000
     keep_checkpoints: int = 3
+    max_time: str | float | None = None
+    checkpoint_every_time: str | float | None = None
     progress_bar: bool = True
     deterministic: bool = False
 
@@ -247,8 +254,15 @@ class RunConfig:
         _positive_int(owner, "batch_size", self.batch_size)
         _positive_int(owner, "max_steps", self.max_steps, allow_none=True)
         _positive_int(owner, "num_epochs", self.num_epochs, allow_none=True)
-        if self.max_steps is None and self.num_epochs is None:
-            raise ConfigError(f"{owner}: set max_steps or num_epochs (or both)")
+        for name in ("max_time", "checkpoint_every_time"):
+            value = getattr(self, name)
+            if value is not None:
+                try:
+                    parse_duration(value)
+                except ValueError as error:
+                    raise ConfigError(f"{owner}.{name}: {error}") from error
+        if self.max_steps is None and self.num_epochs is None and self.max_time is None:
+            raise ConfigError(f"{owner}: set max_steps, num_epochs or max_time (or several)")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise ConfigError(f"{owner}.seed must be an integer >= 0")
         if not isinstance(self.device, str) or not self.device:
@@ -274,6 +288,15 @@ class RunConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return {f: getattr(self, f) for f in _fields(type(self))}
+
+    @property
+    def max_time_s(self) -> float | None:
+        return None if self.max_time is None else parse_duration(self.max_time)
+
+    @property
+    def checkpoint_every_s(self) -> float | None:
+        value = self.checkpoint_every_time
+        return None if value is None else parse_duration(value)
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ import os
 import random
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,7 @@ from dp_policy.datasets.torch_dataset import SequenceDataset, collate_batch
 from dp_policy.ema import PolicyEMA
 from dp_policy.policy import DiffusionPolicy
 from dp_policy.training.batching import EpochBatchSampler
+from dp_policy.training.budget import TrainingBudget, budget_lr_lambda, format_duration
 from dp_policy.training.config import OptimizerConfig, TrainConfig
 from dp_policy.training.data import TrainingData
 from dp_policy.training.distributed import DistributedContext
@@ -106,14 +108,19 @@ def resolve_precision(name: str, device: torch.device) -> torch.dtype | None:
     return {"no": None, "bf16": torch.bfloat16, "fp16": torch.float16}[name]
 
 
+# The step count of a run limited by its time budget alone.
+UNLIMITED_STEPS = 2**62
+
+
 def total_steps(config: TrainConfig, steps_per_epoch: int) -> int:
+    """The step limit; ``UNLIMITED_STEPS`` when only ``max_time`` limits the run."""
     run = config.training
     limits = []
     if run.max_steps is not None:
         limits.append(run.max_steps)
     if run.num_epochs is not None:
         limits.append(run.num_epochs * steps_per_epoch)
-    return min(limits)
+    return min(limits) if limits else UNLIMITED_STEPS
 
 
 def make_optimizer(policy: nn.Module, config: OptimizerConfig) -> torch.optim.AdamW:
@@ -127,10 +134,33 @@ def make_optimizer(policy: nn.Module, config: OptimizerConfig) -> torch.optim.Ad
 
 
 def make_scheduler(
-    optimizer: torch.optim.Optimizer, config: OptimizerConfig, steps: int
+    optimizer: torch.optim.Optimizer,
+    config: OptimizerConfig,
+    steps: int,
+    budget_fraction: Callable[[], float] | None = None,
 ) -> torch.optim.lr_scheduler.LambdaLR:
-    """Linear warm-up, then cosine decay to zero at ``steps`` (or constant)."""
+    """Linear warm-up, then cosine decay to zero at ``steps`` (or constant).
+
+    With ``budget_fraction`` (the share of a time budget used, in [0, 1]) the cosine follows
+    whichever ends first, the steps or the budget.
+    """
     from diffusers.optimization import get_scheduler
+
+    if budget_fraction is not None:
+        limited = steps < UNLIMITED_STEPS
+        schedule = {"step": 0}
+
+        def fraction() -> float:
+            by_steps = schedule["step"] / steps if limited else 0.0
+            return max(by_steps, budget_fraction())
+
+        factor = budget_lr_lambda(config.warmup_steps, config.lr_schedule, fraction)
+
+        def lr_lambda(step: int) -> float:
+            schedule["step"] = step
+            return factor(step)
+
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda)
 
     name = "cosine" if config.lr_schedule == "cosine" else "constant_with_warmup"
     return get_scheduler(
@@ -208,8 +238,14 @@ class Trainer:
         data: TrainingData,
         context: DistributedContext,
         output_dir: Path,
+        started_at: float | None = None,
     ) -> None:
+        """``started_at``: ``time.monotonic()`` when the run began (the train command's start,
+        so that a time budget counts dataset building); now by default."""
         self.config = config
+        self.started_at = time.monotonic() if started_at is None else started_at
+        # Wall clock spent by earlier processes of this run (set on resume).
+        self.clock_before = 0.0
         self.data = data
         self.context = context
         self.output_dir = output_dir
@@ -234,7 +270,17 @@ class Trainer:
         )
         self.steps_per_epoch = len(self.train_sampler)
         self.total_steps = total_steps(config, self.steps_per_epoch)
-        self.scheduler = make_scheduler(self.optimizer, config.optimizer, self.total_steps)
+        self.budget: TrainingBudget | None = None
+        # Rank 0's share of the budget used, the same on every rank (the LR depends on it).
+        self._budget_fraction = 0.0
+        if run.max_time_s is not None:
+            self.budget = TrainingBudget(run.max_time_s, start=self.started_at)
+        self.scheduler = make_scheduler(
+            self.optimizer,
+            config.optimizer,
+            self.total_steps,
+            None if self.budget is None else (lambda: self._budget_fraction),
+        )
         self.loss_module: nn.Module = LossModule(self.policy)
         if context.distributed:
             self.loss_module = DistributedDataParallel(
@@ -253,6 +299,8 @@ class Trainer:
         )
         self.progress = Progress(total_steps=self.total_steps)
         self.checkpoint_root = output_dir / CHECKPOINT_DIR
+        self._timings: dict[str, float] = {}
+        self._last_time_checkpoint = time.monotonic()
 
     # -- set-up ----------------------------------------------------------------------------
 
@@ -309,6 +357,11 @@ class Trainer:
             )
             progress.total_steps = self.total_steps
         self.progress = progress
+        self.clock_before = float(progress.extra.get("wall_clock_s", 0.0))
+        if self.budget is not None:
+            self.budget = TrainingBudget(
+                self.budget.seconds, start=self.started_at, used_before=self.clock_before
+            )
         if len(rng_states) == self.context.world_size:
             set_rng_state(rng_states[self.context.rank], self.device)
         else:
@@ -340,7 +393,7 @@ class Trainer:
             writer = SummaryWriter(str(self.output_dir / "tensorboard"), purge_step=resumed_at)
             metrics = MetricsLog(self.output_dir, resumed_at)
             bar = tqdm(
-                total=self.total_steps,
+                total=self.total_steps if self.total_steps < UNLIMITED_STEPS else None,
                 initial=self.progress.step,
                 desc="training",
                 unit="step",
@@ -354,11 +407,22 @@ class Trainer:
         interval_steps = 0
         run_start, run_start_step = time.perf_counter(), self.progress.step
         last_validated = -1
+        out_of_time = False
+        if self.budget is not None:
+            self.budget.start_loop()
+            if context.is_main:
+                LOGGER.info(
+                    "time budget %s: %s used before the first step (dataset, set-up)",
+                    format_duration(self.budget.seconds),
+                    format_duration(self.budget.used()),
+                )
+        self._last_time_checkpoint = time.monotonic()
         self.loss_module.train()
         try:
-            while self.progress.step < self.total_steps:
+            while self.progress.step < self.total_steps and not out_of_time:
                 self.train_sampler.set_epoch(self.progress.epoch, self.progress.batch_in_epoch)
                 for batch in loader:
+                    step_started = time.monotonic()
                     loss = self.step(batch)
                     interval_losses.append(loss.detach())
                     interval_steps += 1
@@ -377,9 +441,13 @@ class Trainer:
                     if run.val_every_steps is not None and step % run.val_every_steps == 0:
                         self._validate_and_keep_best(writer, metrics, result)
                         last_validated = step
-                    if step % run.checkpoint_every_steps == 0 and step < self.total_steps:
+                    out_of_time, checkpoint_due = self._clock_decisions(
+                        time.monotonic() - step_started
+                    )
+                    finishing = step >= self.total_steps or out_of_time
+                    if not finishing and (step % run.checkpoint_every_steps == 0 or checkpoint_due):
                         result.latest_checkpoint = self._save_periodic()
-                    if step >= self.total_steps:
+                    if finishing:
                         break
                 else:
                     self.progress.epoch += 1
@@ -387,6 +455,12 @@ class Trainer:
                     if run.val_every_steps is None:
                         self._validate_and_keep_best(writer, metrics, result)
                         last_validated = self.progress.step
+            if out_of_time and context.is_main:
+                LOGGER.info(
+                    "time budget used (%s) at step %d: validating and writing the last checkpoint",
+                    format_duration(self.budget.used()),
+                    self.progress.step,
+                )
             if interval_losses:
                 elapsed = time.perf_counter() - interval_start
                 self._log_interval(
@@ -411,6 +485,49 @@ class Trainer:
             result.best_checkpoint = best if best.is_dir() else None
             plot_loss_curve(self.output_dir / "metrics.jsonl", self.output_dir / LOSS_CURVE_FILE)
         return result
+
+    def wall_clock(self) -> float:
+        """Seconds this run has used: earlier processes (resume) and this one since its start."""
+        return self.clock_before + time.monotonic() - self.started_at
+
+    def _clock_decisions(self, step_seconds: float) -> tuple[bool, bool]:
+        """(stop for the budget, write a timed checkpoint), decided by rank 0 for every rank.
+
+        Also shares rank 0's budget fraction, which the learning rate follows: ranks must
+        apply the same update.
+        """
+        run = self.config.training
+        every = run.checkpoint_every_s
+        if self.budget is None and every is None:
+            return False, False
+        values = torch.zeros(3, dtype=torch.float64)
+        if self.context.is_main:
+            now = time.monotonic()
+            if self.budget is not None:
+                # Keep one more step, the final validation and the last checkpoint in hand.
+                # The end validates, may save "best", and saves the last step_<N>.
+                self.budget.keep_in_hand(
+                    self._timings.get("validate", 0.0) + 2.0 * self._timings.get("save", 0.0)
+                )
+                values[0] = self.budget.fraction()
+                values[1] = float(self.budget.remaining() <= self.budget.reserve + step_seconds)
+            if every is not None and now - self._last_time_checkpoint >= every:
+                values[2] = 1.0
+        values = self.context.all_reduce_sum(values)
+        self._budget_fraction = float(values[0])
+        due = bool(values[2] > 0)
+        if due:
+            self._last_time_checkpoint = time.monotonic()
+        return bool(values[1] > 0), due
+
+    def _timed(self, what: str, action: Callable[[], Any]) -> Any:
+        """Runs ``action``, keeping the longest time it took (for the budget's reserve)."""
+        started = time.monotonic()
+        try:
+            return action()
+        finally:
+            elapsed = time.monotonic() - started
+            self._timings[what] = max(self._timings.get(what, 0.0), elapsed)
 
     def _log_interval(
         self,
@@ -440,7 +557,15 @@ class Trainer:
         writer.add_scalar("train/samples_per_s", speed, step)
         if self.ema.decay is not None:
             writer.add_scalar("train/ema_decay", self.ema.decay, step)
-        metrics.write({"step": step, "loss": loss, "lr": lr, "samples_per_s": speed})
+        metrics.write(
+            {
+                "step": step,
+                "loss": loss,
+                "lr": lr,
+                "samples_per_s": speed,
+                "wall_clock_s": round(self.wall_clock(), 3),
+            }
+        )
         bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", samples_s=f"{speed:.1f}", refresh=False)
         if not math.isfinite(loss):
             raise FloatingPointError(
@@ -484,7 +609,7 @@ class Trainer:
     def _validate_and_keep_best(
         self, writer: Any, metrics: MetricsLog | None, result: TrainResult
     ) -> None:
-        val_loss = self.validate()
+        val_loss = self._timed("validate", self.validate)
         if val_loss is None:
             return
         step = self.progress.step
@@ -496,7 +621,7 @@ class Trainer:
         best = self.progress.best_val_loss
         if best is None or val_loss < best:
             self.progress.best_val_loss = val_loss
-            self._save_best(val_loss)
+            self._timed("save", lambda: self._save_best(val_loss))
 
     # -- checkpoints -----------------------------------------------------------------------
 
@@ -507,6 +632,8 @@ class Trainer:
             "total_steps": self.total_steps,
             "seed": self.config.training.seed,
             "world_size": self.context.world_size,
+            # Since the train command started (dataset building included), resumes summed.
+            "wall_clock_s": round(self.wall_clock(), 3),
             "dataset": {
                 k: v
                 for k, v in self.data.source.items()
@@ -519,6 +646,10 @@ class Trainer:
 
     def _save_periodic(self) -> Path | None:
         """Write ``step_<N>`` with the training state (collective: every rank calls it)."""
+        return self._timed("save", self._write_periodic)
+
+    def _write_periodic(self) -> Path | None:
+        self.progress.extra["wall_clock_s"] = round(self.wall_clock(), 3)
         states = self.context.all_gather_bytes(rng_state(self.device))
         path = None
         if self.context.is_main:
