@@ -8,8 +8,8 @@
 50 episodes from seed 100000, 300 steps of 0.1 s each; score = mean over episodes of the
 episode's highest reward (gym-pusht: min(coverage / 0.95, 1)); success = coverage above 0.95.
 The policy sees what the ROS simulation would publish for its data spec's streams, in the same
-units, and runs receding-horizon as served. Writes ``eval.json`` and ``montage.png`` to
-``--out``. See EVALUATION.md.
+units, and runs receding-horizon as served. Writes ``eval.json``, ``montage.png`` and
+``coverage.png`` to ``--out``. See EVALUATION.md.
 """
 
 from __future__ import annotations
@@ -128,10 +128,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{report['wall_time_s']:.1f} s on {report['execution']['device']} "
         f"({report['execution']['parallelism']})"
     )
-    print(
-        f"wrote {out / 'eval.json'}"
-        + (f" and {out / report['montage']}" if report["montage"] else "")
-    )
+    written = [name for name in ("eval.json", report["montage"], report["coverage_plot"]) if name]
+    print("wrote " + ", ".join(str(out / name) for name in written))
     return 0
 
 

@@ -26,8 +26,9 @@ from dp_policy.evaluation import (
     plan_execution,
     run_evaluation,
 )
-from dp_policy.evaluation.controllers import DiffusionController, noise_generator
-from dp_policy.evaluation.rollout import PlanSchedule
+from dp_policy.evaluation.controllers import DiffusionController, ExpertController, noise_generator
+from dp_policy.evaluation.rollout import PlanSchedule, RolloutRunner, RolloutSettings
+from dp_sim.pusht_robot import PushTRobot
 
 CONFIG = Path(__file__).resolve().parents[1] / "config"
 IMAGE_SPEC = DataSpec.from_yaml(CONFIG / "pusht_data_spec.yaml")
@@ -167,6 +168,15 @@ def test_cli_runs_a_checkpoint_in_two_workers_and_writes_json_and_png(
     assert report["wall_time_s"] > 0 and report["machine"]["cpu_count"] >= 1
     assert report["montage"] == "montage.png"
     assert (out / "montage.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # The outcome over time: coverage after every step, and its plot.
+    for episode in report["episodes"]:
+        trace = episode["coverage_trace"]
+        assert len(trace) == episode["steps"]
+        assert all(0.0 <= value <= 1.0 for value in trace)
+        assert max(trace) == pytest.approx(episode["max_coverage"], abs=5e-5)
+        assert trace[-1] == pytest.approx(episode["final_coverage"], abs=5e-5)
+    assert report["coverage_plot"] == "coverage.png"
+    assert (out / "coverage.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # Each worker ran one episode alone; one process running each alone gives the same.
     again = run_evaluation(
         EvalConfig(
@@ -223,6 +233,56 @@ def test_the_expert_through_the_harness_solves_its_seeds() -> None:
         first = result.episodes[0]
         assert first.success_step == first.steps < 300 and first.max_coverage > 0.95
         assert first.frames and first.frames[-1][0] == first.steps
+
+
+def _reference_coverage(block_pose: np.ndarray, goal_pose: np.ndarray) -> float:
+    """The goal's area covered by the T, from the poses alone (gym-pusht's T, scale 30)."""
+    from shapely.affinity import rotate, translate
+    from shapely.geometry import Polygon
+    from shapely.ops import unary_union
+
+    # gym-pusht's add_tee: the bar and the stem, in the body frame (px).
+    shape = unary_union(
+        [
+            Polygon([(-60, 30), (60, 30), (60, 0), (-60, 0)]),
+            Polygon([(-15, 30), (-15, 120), (15, 120), (15, 30)]),
+        ]
+    )
+
+    def placed(pose: np.ndarray):
+        rotated = rotate(shape, float(pose[2]), origin=(0, 0), use_radians=True)
+        return translate(rotated, float(pose[0]), float(pose[1]))
+
+    goal = placed(goal_pose)
+    return goal.intersection(placed(block_pose)).area / goal.area
+
+
+def test_montage_frames_show_the_coverage_of_the_state_they_show() -> None:
+    # Seed 100000 starts with the T on part of the goal: the reset frame must say so (the task
+    # computes coverage in step() only, so a reset used to report 0).
+    seed = 100000
+    settings = RolloutSettings(max_steps=10, montage_frames=3)
+    robot = PushTRobot()
+    try:
+        start = robot.reset(seed)
+    finally:
+        robot.close()
+    runner = RolloutRunner(ExpertController(), None, settings)
+    try:
+        (episode,) = runner.run([seed], montage_seeds=frozenset({seed}))
+    finally:
+        runner.close()
+    expected = _reference_coverage(start.block_pose, start.goal_pose)
+    assert expected > 0.05  # the premise: the T overlaps the goal at the reset
+    assert start.coverage == pytest.approx(expected, abs=1e-6)
+    steps = [step for step, _, _ in episode.frames]
+    assert steps == [0, 5, 10]
+    assert episode.frames[0][2] == pytest.approx(expected, abs=1e-6)
+    # Later frames: the coverage recorded for the step they show.
+    for step, _, coverage in episode.frames[1:]:
+        assert coverage == episode.coverage_trace[step - 1]
+    assert len(episode.coverage_trace) == episode.steps == 10
+    assert max(episode.coverage_trace) == episode.max_coverage
 
 
 def test_checkpoints_the_sim_cannot_serve_fail_clearly(tmp_path, capsys) -> None:

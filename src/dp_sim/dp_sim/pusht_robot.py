@@ -33,9 +33,9 @@ class TaskState:
     agent_velocity: np.ndarray  # (2,) px/s
     block_pose: np.ndarray  # (3,) x px, y px, angle rad (unwrapped, as the task reports it)
     goal_pose: np.ndarray  # (3,)
-    coverage: float  # fraction of the goal covered by the T; 0 before the first step
-    reward: float
-    success: bool
+    coverage: float  # fraction of the goal covered by the T, after a reset too
+    reward: float  # the last step's, min(coverage / 0.95, 1); 0 after a reset (no step yet)
+    success: bool  # the last step's; False after a reset, as the task reports it
     steps: int  # steps taken in this episode
     done: bool  # success, or the step limit reached
 
@@ -73,6 +73,10 @@ class PushTRobot:
         if seed < 0:
             raise ValueError(f"seed must be >= 0, got {seed}")
         observation, info = self._env.reset(seed=seed)
+        # gym-pusht computes coverage in step() only, so its reset info has none; without this
+        # the initial state would claim 0 even where the T starts on the goal. The task's own
+        # function, so that a reset reports exactly what a step from that state would.
+        info = {**info, "coverage": float(self._env.unwrapped._get_coverage())}
         self.seed = seed
         self.state = self._state(observation, info, reward=0.0, steps=0, done=False)
         return self.state
@@ -101,7 +105,7 @@ class PushTRobot:
             agent_velocity=np.array(info["vel_agent"], dtype=float),
             block_pose=np.array(info["block_pose"], dtype=float),
             goal_pose=np.array(info["goal_pose"], dtype=float),
-            coverage=float(info.get("coverage", 0.0)),
+            coverage=float(info["coverage"]),
             reward=reward,
             success=bool(info.get("is_success", False)),
             steps=steps,

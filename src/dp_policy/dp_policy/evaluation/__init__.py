@@ -5,7 +5,7 @@
     rollout         lockstep episodes with the served receding-horizon timing
     config          the protocol and the execution plan (device, processes, batches)
     runner          worker processes, progress, results
-    report          eval.json and the montage PNG
+    report          eval.json, the montage PNG and the coverage plot
 
 Needs dp_sim (the PushT simulation) besides dp_policy.
 """

@@ -1,4 +1,4 @@
-"""The evaluation's outputs: ``eval.json`` and a PNG montage of rollouts."""
+"""The evaluation's outputs: ``eval.json``, a PNG montage of rollouts, a coverage plot."""
 
 from __future__ import annotations
 
@@ -15,11 +15,13 @@ import numpy as np
 
 from dp_policy.evaluation.config import SUCCESS_THRESHOLD, ExecutionPlan
 from dp_policy.evaluation.runner import EvaluationResult
+from dp_sim.pusht_robot import CONTROL_PERIOD_S
 
 REPORT_FORMAT = "dp_policy.eval"
 REPORT_VERSION = 1
 JSON_NAME = "eval.json"
 MONTAGE_NAME = "montage.png"
+COVERAGE_PLOT_NAME = "coverage.png"
 
 
 def _version(package: str) -> str | None:
@@ -127,6 +129,7 @@ def build_report(result: EvaluationResult) -> dict[str, Any]:
         },
         "machine": machine_info(plan.device),
         "montage": MONTAGE_NAME if any(e.frames for e in episodes) else None,
+        "coverage_plot": COVERAGE_PLOT_NAME,
         "episodes": [e.to_json() for e in episodes],
     }
 
@@ -168,12 +171,61 @@ def write_montage(result: EvaluationResult, path: Path) -> bool:
     return True
 
 
+def write_coverage_plot(result: EvaluationResult, path: Path) -> None:
+    """Coverage over time, one thin line per episode: where each got and when it stalled."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
+
+    episodes = result.episodes
+    figure = Figure(figsize=(8.0, 4.0), dpi=110)
+    ax = figure.subplots()
+    colors = {True: "tab:green", False: "tab:red"}
+    for episode in episodes:
+        # The trace holds the coverage after steps 1, 2, ...: step k ends at k control periods.
+        times = CONTROL_PERIOD_S * np.arange(1, len(episode.coverage_trace) + 1)
+        ax.plot(
+            times, episode.coverage_trace, color=colors[episode.success], linewidth=0.7, alpha=0.6
+        )
+    ax.axhline(SUCCESS_THRESHOLD, color="black", linestyle="--", linewidth=1.0)
+    ax.set_xlim(0.0, result.config.max_steps * CONTROL_PERIOD_S)
+    ax.set_ylim(0.0, 1.02)  # a line at full coverage stays visible
+    ax.set_xlabel("time (s)")
+    ax.set_ylabel("coverage of the goal")
+    ax.legend(
+        handles=[
+            Line2D([], [], color=colors[True], label="success"),
+            Line2D([], [], color=colors[False], label="failure"),
+            Line2D([], [], color="black", linestyle="--", label=f"success > {SUCCESS_THRESHOLD}"),
+        ],
+        # Outside the axes: any corner inside may hide some episode's line.
+        loc="upper left",
+        bbox_to_anchor=(1.01, 1.0),
+        fontsize=7,
+    )
+    mean_max = float(np.mean([e.max_coverage for e in episodes]))
+    successes = sum(e.success for e in episodes)
+    ax.set_title(
+        f"PushT {result.config.name}: mean max coverage {mean_max:.3f}, "
+        f"{successes}/{len(episodes)} successes",
+        fontsize=9,
+    )
+    figure.tight_layout()
+    figure.savefig(path)
+
+
 def write_outputs(result: EvaluationResult, directory: Path) -> dict[str, Any]:
-    """Write ``eval.json`` and ``montage.png`` into ``directory``; returns the report."""
+    """Write ``eval.json``, ``montage.png`` and ``coverage.png`` into ``directory``.
+
+    Returns the report.
+    """
     directory.mkdir(parents=True, exist_ok=True)
     report = build_report(result)
     if report["montage"] and not write_montage(result, directory / MONTAGE_NAME):
         report["montage"] = None
+    write_coverage_plot(result, directory / COVERAGE_PLOT_NAME)
     temporary = directory / f".{JSON_NAME}.tmp"
     temporary.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     os.replace(temporary, directory / JSON_NAME)

@@ -68,6 +68,8 @@ class EpisodeResult:
     clamped_setpoints: int  # set points outside the joint limits (the sim clamps them)
     final_agent_position: list[float]  # joints (x, y), m
     final_block_pose: list[float]  # world (x m, y m, yaw rad)
+    # Coverage after each step (t = 0.1 s, 0.2 s, ...): how the episode got to its outcome.
+    coverage_trace: list[float] = field(default_factory=list, repr=False)
     # Montage episodes only: (step, camera image, coverage) at evenly spaced steps.
     frames: list[tuple[int, np.ndarray, float]] = field(default_factory=list, repr=False)
 
@@ -85,6 +87,8 @@ class EpisodeResult:
             "clamped_setpoints": self.clamped_setpoints,
             "final_agent_position": [round(v, 6) for v in self.final_agent_position],
             "final_block_pose": [round(v, 6) for v in self.final_block_pose],
+            # 4 decimals: a plot's resolution, and 300 of them per episode stay readable.
+            "coverage_trace": [round(v, 4) for v in self.coverage_trace],
         }
 
 
@@ -139,6 +143,8 @@ class _Episode:
     max_coverage: float = 0.0
     success_step: int | None = None
     clamped: int = 0
+    coverage: list[float] = field(default_factory=list)  # after each step
+    # Montage episodes: (camera image, coverage) of the state after each step, the reset first.
     frames: list[tuple[np.ndarray, float]] = field(default_factory=list)
 
 
@@ -247,6 +253,7 @@ class RolloutRunner:
                 state = episode.state
                 episode.max_reward = max(episode.max_reward, state.reward)
                 episode.max_coverage = max(episode.max_coverage, state.coverage)
+                episode.coverage.append(float(state.coverage))
                 if state.success and episode.success_step is None:
                     episode.success_step = state.steps
                 if state.done:
@@ -292,5 +299,6 @@ class RolloutRunner:
             clamped_setpoints=episode.clamped,
             final_agent_position=[float(v) for v in pixels_to_joints(state.agent_position)],
             final_block_pose=list(task_pose_to_world(state.block_pose)),
+            coverage_trace=list(episode.coverage),
             frames=frames,
         )
