@@ -76,14 +76,17 @@ class PushTExpertNode(Node):
             "joint_trajectory_controller/joint_trajectory",
             QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE),
         )
+        # Created first: rclpy's executor takes ready subscriptions in creation order, so an
+        # episode's START is handled before its first observation when both are waiting (at 8x
+        # the first observation follows the START by one 12.5 ms tick).
+        self.create_subscription(EpisodeEvent, "pusht/episode", self._on_episode, 10)
+        self.create_subscription(PoseStamped, "pusht/goal_pose", self._on_goal, latched)
         self.create_subscription(
             JointState, "joint_states", self._on_joints, qos_profile_sensor_data
         )
         self.create_subscription(
             PoseStamped, "pusht/block_pose", self._on_block, qos_profile_sensor_data
         )
-        self.create_subscription(PoseStamped, "pusht/goal_pose", self._on_goal, latched)
-        self.create_subscription(EpisodeEvent, "pusht/episode", self._on_episode, 10)
         self.get_logger().info("PushT expert ready")
 
     def _on_goal(self, message: PoseStamped) -> None:

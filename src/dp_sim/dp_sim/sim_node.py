@@ -127,6 +127,9 @@ class PushTSimNode(Node):
         # Simulated time starts at the wall-clock time of start-up, so stamps are plausible
         # dates, and then advances exactly one control period per step.
         self._sim_time_ns = time.time_ns()
+        # The simulated time of the next step; between steps the clock reads 1 ns after the
+        # last one (see _tick).
+        self._step_time_ns = self._sim_time_ns
         self._episode_index = -1
         self._episode_over = False
         self._end_announced = False
@@ -155,7 +158,7 @@ class PushTSimNode(Node):
             if self._publish_clock
             else None
         )
-        self.create_subscription(
+        self._trajectory_sub = self.create_subscription(
             JointTrajectory,
             "joint_trajectory_controller/joint_trajectory",
             self._on_trajectory,
@@ -193,18 +196,45 @@ class PushTSimNode(Node):
     # -- the 10 Hz step -----------------------------------------------------------------------
 
     def _tick(self) -> None:
+        """One control period: read the commands, sample the set point, publish, step.
+
+        Like ros2_control's control loop, the step uses every command that reached the node
+        before it: pending messages are taken here, because an executor that is behind
+        schedule runs this ready timer before the ready subscription, which would apply a
+        command one step later than it arrived.
+        """
+        self._take_pending_commands()
+        if self._publish_clock:
+            self._sim_time_ns = self._step_time_ns
         now = self._now()
         state = self._robot.state
+        setpoint = None
+        if not self._episode_over:
+            setpoint, _ = self._follower.sample(now.nanoseconds * 1e-9)
+        if self._publish_clock:
+            # The set point of this step is fixed: from now on the clock reads just after the
+            # step's time, so a command that arrives from here on is stamped (by recorders,
+            # and by this node's follower) after this step and before the next, the step that
+            # applies it. The clock goes out before the observations, so that every command
+            # answering them is received after it.
+            self._sim_time_ns = self._step_time_ns + 1
+            self._clock_pub.publish(ClockMsg(clock=self._now().to_msg()))
+            self._step_time_ns += _PERIOD_NS
         self._publish_state(state, now.to_msg())
-        if self._episode_over:
+        if setpoint is None:
             self._after_episode(state, now)
         else:
-            setpoint, _ = self._follower.sample(now.nanoseconds * 1e-9)
             state = self._robot.step(joints_to_pixels(setpoint))
             self._episode_over = state.done
-        if self._publish_clock:
-            self._sim_time_ns += _PERIOD_NS
-            self._clock_pub.publish(ClockMsg(clock=self._now().to_msg()))
+
+    def _take_pending_commands(self) -> None:
+        subscription = self._trajectory_sub
+        with subscription.handle:
+            while True:
+                taken = subscription.handle.take_message(subscription.msg_type, subscription.raw)
+                if taken is None:
+                    return
+                self._on_trajectory(taken[0])
 
     def _after_episode(self, state: TaskState, now: Time) -> None:
         """Announce the end once (after the final observation went out), then maybe reset."""
