@@ -331,6 +331,59 @@ def plot_node_check(report: dict[str, Any], out: Path) -> Path:
     return _save(figure, out)
 
 
+def _duration(seconds: float) -> str:
+    return f"{seconds / 60:.0f} min" if seconds >= 120 else f"{seconds:.0f} s"
+
+
+def plot_task_success(report: dict[str, Any], out: Path) -> Path:
+    """The learning curve: score and success against training wall clock, per implementation."""
+    rows = report.get("rows") or []
+    figure = Figure(figsize=(11, 4.8), layout="constrained")
+    coverage_ax, success_ax = figure.subplots(1, 2)
+    implementations = sorted({str(row.get("implementation", "?")) for row in rows})
+    for index, name in enumerate(implementations):
+        chosen = sorted(
+            (r for r in rows if str(r.get("implementation", "?")) == name),
+            key=lambda r: r["budget_s"],
+        )
+        minutes = [r["budget_s"] / 60.0 for r in chosen]
+        colour = COLOURS[index % len(COLOURS)]
+        coverage_ax.plot(
+            minutes, [r["mean_max_coverage"] for r in chosen], "o-", color=colour, label=name
+        )
+        success_ax.plot(
+            minutes, [100 * r["success_rate"] for r in chosen], "o-", color=colour, label=name
+        )
+        for r, x in zip(chosen, minutes, strict=True):
+            success_ax.annotate(
+                f"{r['successes']}/{r['episodes']}",
+                (x, 100 * r["success_rate"]),
+                textcoords="offset points",
+                xytext=(0, 6),
+                ha="center",
+                **SMALL,
+            )
+    for ax, label, target in (
+        (coverage_ax, "mean max coverage", 0.85),
+        (success_ax, "episodes solved (%)", 50.0),
+    ):
+        ax.axhline(target, color=MUTED, ls="--", lw=1, label=f"target {target:g}")
+        ax.set(xlabel="training wall clock, dataset included (min)", ylabel=label)
+        ax.set_xlim(left=0)
+        ax.grid(alpha=0.25)
+        ax.legend(loc="lower right", **SMALL)
+    coverage_ax.set_ylim(0, 1.05)
+    success_ax.set_ylim(0, 110)
+    settings = report.get("settings") or {}
+    title = (
+        f"{report.get('benchmark', 'task success')}: {settings.get('eval_episodes', '?')} "
+        f"episodes from seed {settings.get('eval_first_seed', '?')} per point, "
+        f"budget {_duration(float(settings.get('budget_s', 0)))}"
+    )
+    _header(figure, report, title)
+    return _save(figure, out)
+
+
 Plotter = Callable[[dict[str, Any], Path], Path]
 # kind: (how its "benchmark" field starts, plotter)
 KINDS: dict[str, tuple[str, Plotter]] = {
@@ -339,6 +392,7 @@ KINDS: dict[str, tuple[str, Plotter]] = {
     "recorder_throughput": ("dp_recorder throughput", plot_recorder_throughput),
     "expert_success": ("dp_sim scripted PushT expert", plot_expert_success),
     "policy_node_check": ("dp_policy_node GPU check", plot_node_check),
+    "task_success": ("task_success", plot_task_success),
 }
 
 
@@ -359,6 +413,9 @@ def detect_kind(report: Any) -> str:
         return "expert_success"
     if isinstance(report.get("policies"), list):
         return "train_throughput"
+    rows = report.get("rows")
+    if isinstance(rows, list) and rows and isinstance(rows[0], dict) and "budget_s" in rows[0]:
+        return "task_success"
     if "camera_ramp" in report and isinstance(report.get("runs"), list):
         return "recorder_throughput"
     if isinstance(results, dict) and results and all(isinstance(v, dict) for v in results.values()):

@@ -26,22 +26,29 @@ from .processes import ProcessManager, StageError, run_to_completion
 
 T = TypeVar("T")
 
-# Narrow enough for a CPU to train thousands of steps in minutes; the rest is the paper's
-# low-dim recipe (To 2, Tp 16, Ta 8, DDPM 100 steps, DDIM 10 at inference).
-CPU_LOWDIM_OVERRIDES = ["policy.unet.down_dims=[64,128,256]", "training.batch_size=64"]
+DEFAULT_TRAIN_BUDGET = "12m"
 
 
 def parse_arguments(argv: Sequence[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="scripts/demo.sh", description=__doc__.split("\n")[0])
     add = parser.add_argument
     add("--episodes", type=int, default=40, help="expert episodes to record (default: 40)")
-    add("--train-steps", type=int, default=4000, help="training steps (default: 4000)")
+    add(
+        "--train-budget",
+        default=DEFAULT_TRAIN_BUDGET,
+        help=f"training wall clock, dataset building included (default: {DEFAULT_TRAIN_BUDGET})",
+    )
+    add("--train-steps", type=int, default=None, help="train this many steps instead of a budget")
     add("--eval-episodes", type=int, default=20, help="offline eval episodes (default: 20)")
     add("--serve-episodes", type=int, default=3, help="online episodes served (default: 3)")
     add("--serve-max-steps", type=int, default=300, help="step limit of served episodes")
     add("--device", default="cpu", choices=("cpu", "cuda", "auto"), help="(default: cpu)")
     add("--policy", default="lowdim", choices=("lowdim", "image"), help="(default: lowdim)")
-    add("--full-size", action="store_true", help="lowdim: the paper's U-Net widths")
+    add(
+        "--full-size",
+        action="store_true",
+        help="lowdim: the paper recipe (train_pusht_lowdim) instead of train_pusht_lowdim_cpu",
+    )
     add("--record-rtf", type=float, default=8.0, help="real-time factor while recording")
     add("--seed", type=int, default=0, help="seed of the first recorded episode (default: 0)")
     add(
@@ -66,18 +73,27 @@ def timed(stage: str, timings: dict[str, float], action: Callable[[], T]) -> T:
 
 
 def train_command(args: argparse.Namespace, bags: Path, output: Path, cache: Path) -> list[str]:
-    steps = args.train_steps
+    config = (
+        "train_pusht_lowdim_cpu"
+        if args.policy == "lowdim" and not args.full_size
+        else (f"train_pusht_{args.policy}")
+    )
     argv = [sys.executable, "-m", "dp_policy.train"]
-    argv += ["--config", f"train_pusht_{args.policy}", "--bags", str(bags), "--output", str(output)]
+    argv += ["--config", config, "--bags", str(bags), "--output", str(output)]
     argv += ["--device", args.device]
-    if args.policy == "lowdim" and not args.full_size:
-        argv += CPU_LOWDIM_OVERRIDES
+    steps = args.train_steps
+    if steps is None:
+        argv += ["--budget", args.train_budget, "training.val_every_steps=1000"]
+        argv += ["training.checkpoint_every_steps=100000000", "training.log_every_steps=100"]
+    else:
+        argv += [
+            f"training.max_steps={steps}",
+            f"optimizer.warmup_steps={min(500, max(1, steps // 10))}",
+            f"training.val_every_steps={max(1, min(1000, steps))}",
+            f"training.checkpoint_every_steps={steps}",
+            f"training.log_every_steps={max(1, min(100, steps // 20))}",
+        ]
     argv += [
-        f"training.max_steps={steps}",
-        f"optimizer.warmup_steps={min(500, max(1, steps // 10))}",
-        f"training.val_every_steps={max(1, min(1000, steps))}",
-        f"training.checkpoint_every_steps={steps}",
-        f"training.log_every_steps={max(1, min(100, steps // 20))}",
         "training.progress_bar=false",
         # Demo episodes are few: a tiny run may have a single one for validation.
         "data.val_ratio=0.1",
@@ -85,6 +101,10 @@ def train_command(args: argparse.Namespace, bags: Path, output: Path, cache: Pat
         *args.train_override,
     ]
     return argv
+
+
+def trained_steps(metrics: Path) -> int:
+    return max((json.loads(line)["step"] for line in metrics.read_text().splitlines()), default=0)
 
 
 def final_losses(metrics: Path) -> dict[str, float | None]:
@@ -120,11 +140,11 @@ def run(args: argparse.Namespace) -> dict[str, object]:
     train_dir = out / "train"
     argv = train_command(args, out / "bags", train_dir, out / "dataset_cache")
     timed("train", timings, lambda: run_to_completion("train", "train", argv, out / "logs"))
-    checkpoint = train_dir / "checkpoints" / "best"
-    if not checkpoint.is_dir():
-        checkpoint = train_dir / "checkpoints" / "latest"
+    # The last weights: the learning rate has decayed to zero over the budget, and the lowest
+    # validation loss ("best") says little about a diffusion policy's task success.
+    checkpoint = train_dir / "checkpoints" / "latest"
     summary["train"] = {
-        "steps": args.train_steps,
+        "steps": trained_steps(train_dir / "metrics.jsonl"),
         "checkpoint": str(checkpoint),
         **final_losses(train_dir / "metrics.jsonl"),
     }
@@ -150,12 +170,32 @@ def run(args: argparse.Namespace) -> dict[str, object]:
     eval_argv += ["--episodes", str(args.eval_episodes), "--out", str(eval_dir), "--no-progress"]
     eval_argv += ["--device", args.device]
     timed("eval", timings, lambda: run_to_completion("eval", "eval", eval_argv, out / "logs"))
-    results = json.loads((eval_dir / "eval.json").read_text())["results"]
+    evaluation = json.loads((eval_dir / "eval.json").read_text())
+    results = evaluation["results"]
     keys = ("episodes", "mean_score", "successes", "success_rate", "mean_max_coverage")
     summary["eval"] = {key: results.get(key) for key in keys} | {
         "eval_json": str(eval_dir / "eval.json")
     }
+    summary["online_vs_offline"] = online_vs_offline(summary["serve"], evaluation)
     return summary
+
+
+def online_vs_offline(served: dict, evaluation: dict) -> list[dict[str, object]]:
+    """Each served seed beside the offline episode of the same seed (when it was evaluated)."""
+    offline = {episode["seed"]: episode for episode in evaluation.get("episodes", [])}
+    rows = []
+    for episode in served["episodes_list"]:
+        twin = offline.get(episode["seed"])
+        rows.append(
+            {
+                "seed": episode["seed"],
+                "online_success": episode["success"],
+                "online_max_coverage": round(episode["max_coverage"], 4),
+                "offline_success": None if twin is None else twin["success"],
+                "offline_max_coverage": None if twin is None else twin["max_coverage"],
+            }
+        )
+    return rows
 
 
 def print_summary(summary: dict[str, object]) -> None:
@@ -179,6 +219,12 @@ def print_summary(summary: dict[str, object]) -> None:
         f"evaluated: {evl['episodes']} episodes offline, score {evl['mean_score']:.3f}, "
         f"success {evl['successes']}/{evl['episodes']}"
     )
+    for row in summary.get("online_vs_offline", []):
+        print(
+            f"seed {row['seed']}: online success={row['online_success']} max coverage "
+            f"{row['online_max_coverage']:.3f}; offline success={row['offline_success']} max "
+            f"coverage {row['offline_max_coverage']}"
+        )
     print(f"timings:   {summary['timings_s']}")
     print(f"results:   {summary['run_dir']}/summary.json")
 

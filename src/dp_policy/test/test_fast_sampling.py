@@ -12,6 +12,7 @@ import pytest
 import torch
 from dp_policy_test_factories import fitted_policy, make_observations, tiny_config
 
+from dp_policy.config import NoiseScheduleConfig
 from dp_policy.fast_sampling import (
     FastChunkSampler,
     conv1d_as_gemm,
@@ -65,6 +66,30 @@ def test_fast_sampler_matches_the_library_path(backbone, scheduler, steps, conv_
         actions = fast.unnormalize(actual)
     assert (actual - expected).abs().max() < 1e-4
     assert torch.allclose(actions, policy.normalizer.unnormalize("action", expected), atol=1e-3)
+
+
+@pytest.mark.parametrize("prediction_type", ["sample", "v_prediction"])
+@pytest.mark.parametrize(("scheduler", "steps"), [("DDIMScheduler", 10), ("DDPMScheduler", 20)])
+def test_fast_sampler_matches_for_every_prediction_type(prediction_type, scheduler, steps):
+    """The shipped CPU recipe predicts the clean sample: the fast path's scheduler arithmetic
+    must turn any prediction type into the library's step."""
+    config = tiny_config(
+        "unet", cameras=False, noise=NoiseScheduleConfig(prediction_type=prediction_type)
+    )
+    policy = fitted_policy(config).eval()
+    observations = make_observations(config, 2)
+    generator = torch.Generator().manual_seed(1)
+    noise = torch.randn((2, 8, 2), generator=generator)
+    step_noise = torch.stack([torch.randn((2, 8, 2), generator=generator) for _ in range(steps)])
+    with torch.no_grad():
+        replay = torch.Generator().manual_seed(1)
+        torch.randn((2, 8, 2), generator=replay)
+        features = policy.encode_observations(observations)
+        expected = policy.sample_normalized(features, noise, steps, scheduler, replay)
+        actual = FastChunkSampler(policy, scheduler, steps).sample_normalized(
+            observations, noise, step_noise
+        )
+    assert (actual - expected).abs().max() < 1e-4
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,245 @@
+"""Task success against training time: demonstrations -> train for a budget -> learning curve.
+
+    scripts/setup.sh && source scripts/env.sh
+    python bench/task_success.py                        # 200 expert episodes, 30 min, low-dim
+    python bench/task_success.py --bags ~/demos --budget 2h --policy image --device cuda
+    python bench/task_success.py --episodes 20 --budget 3m --points 1 --eval-episodes 5  # smoke
+
+1. Demonstrations: recorded with dp_sim's scripted expert over ROS exactly as the demo records
+   them (the PushT sim, the expert node, dp_recorder, one bag per episode; seeds from
+   ``--record-seed``, far from the evaluation seeds), or taken from ``--bags``.
+2. Training: the project's own train command (``python -m dp_policy.train --config
+   train_pusht_<policy> --budget ...``) with a wall-clock budget that counts dataset building,
+   writing a checkpoint at ``--points`` evenly spaced times of the budget (and the last one
+   when the budget ends).
+3. Evaluation: every one of those checkpoints on the paper's protocol (``python -m
+   dp_policy.eval``: ``--eval-episodes`` from seed 100000, 300 steps, the checkpoint's own
+   inference steps), after training, so that evaluating does not slow the training down.
+
+Writes ``bench/results/task_success_<task>_<policy>_<machine>.json`` (one row per evaluated
+checkpoint: ``budget_s`` of training wall clock so far, ``mean_max_coverage``,
+``success_rate``, ...) and the learning curve as a PNG beside it. Rows of other runs (a
+LeRobot side-by-side written by ``bench/lerobot_pusht.py``) are kept when ``--merge`` names
+their JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+TASK = "pusht"
+
+
+def machine() -> dict[str, Any]:
+    cpu = platform.processor()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        names = [line for line in cpuinfo.read_text().splitlines() if "model name" in line]
+        cpu = names[0].split(":", 1)[1].strip() if names else cpu
+    info: dict[str, Any] = {
+        "hostname": platform.node(),
+        "cpu": cpu,
+        "cpu_count": os.cpu_count(),
+        "os": platform.platform(),
+        "python": platform.python_version(),
+    }
+    try:
+        import torch
+
+        info["torch"] = torch.__version__
+        if torch.cuda.is_available():
+            info["gpu"] = torch.cuda.get_device_name(0)
+    except ImportError:  # pragma: no cover - torch is a requirement
+        pass
+    return info
+
+
+def machine_slug(info: dict[str, Any]) -> str:
+    """``cpu2`` for a 2-core CPU, ``h100`` for an H100: short enough for a file name."""
+    gpu = info.get("gpu")
+    if gpu:
+        match = re.search(r"(H100|H200|A100|L40S?|A10G?|RTX ?\d+|V100|T4)", gpu)
+        return (match.group(1) if match else "gpu").replace(" ", "").lower()
+    return f"cpu{info.get('cpu_count') or ''}"
+
+
+def record_demonstrations(out: Path, episodes: int, seed: int, with_camera: bool) -> dict:
+    """Records expert episodes with the demo's recording stage (sim, expert, recorder)."""
+    sys.path.insert(0, str(ROOT))
+    from scripts.demo import record
+    from scripts.demo.processes import ProcessManager
+
+    os.environ.setdefault("ROS_DOMAIN_ID", str(1 + os.getpid() % 100))
+    started = time.monotonic()
+    with ProcessManager(out / "logs" / "record") as pm:
+        recorded = record.record(pm, out / "bags", episodes, 8.0, seed, with_camera)
+    summary = record.summarize(recorded)
+    summary.pop("episodes_list", None)
+    summary["seconds"] = round(time.monotonic() - started, 1)
+    summary["first_seed"] = seed
+    return summary
+
+
+def train(args: argparse.Namespace, bags: list[str], out: Path) -> tuple[Path, float]:
+    """The project's train command for the budget; returns the run directory and its time."""
+    run_dir = out / "train"
+    every = args.budget_s / args.points
+    command = [sys.executable, "-m", "dp_policy.train", "--config", args.config]
+    command += ["--bags", *bags, "--output", str(run_dir), "--budget", f"{args.budget_s}s"]
+    command += ["--device", args.device]
+    command += [
+        # A timed checkpoint a little before each point would land it just short: the point's
+        # checkpoint is written at the first step after it.
+        f"training.checkpoint_every_time={every:.3f}s",
+        "training.checkpoint_every_steps=100000000",
+        f"training.keep_checkpoints={args.points + 2}",
+        "training.progress_bar=false",
+        f"data.cache_dir={out / 'dataset_cache'}",
+        *args.train_override,
+    ]
+    started = time.monotonic()
+    with open(out / "train.log", "w") as log:
+        subprocess.run(command, check=True, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+    return run_dir, time.monotonic() - started
+
+
+def evaluate(checkpoint: Path, args: argparse.Namespace, out: Path) -> dict[str, Any]:
+    command = [sys.executable, "-m", "dp_policy.eval", "--checkpoint", str(checkpoint)]
+    command += ["--episodes", str(args.eval_episodes), "--start-seed", "100000"]
+    command += ["--max-steps", "300", "--device", args.device, "--no-progress", "--out", str(out)]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(out.with_suffix(".log"), "w") as log:
+        subprocess.run(command, check=True, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+    return json.loads((out / "eval.json").read_text())
+
+
+def checkpoint_row(checkpoint: Path, report: dict[str, Any], args: argparse.Namespace) -> dict:
+    manifest = json.loads((checkpoint / "config.json").read_text())
+    training = (manifest.get("extra_metadata") or {}).get("training") or {}
+    results = report["results"]
+    return {
+        "task": TASK,
+        "policy": args.policy,
+        "implementation": "dp_policy",
+        "budget_s": round(float(training.get("wall_clock_s", 0.0)), 1),
+        "step": training.get("step"),
+        "checkpoint": checkpoint.name,
+        "mean_max_coverage": round(float(results["mean_max_coverage"]), 4),
+        "mean_score": round(float(results["mean_score"]), 4),
+        "success_rate": round(float(results["success_rate"]), 4),
+        "successes": results["successes"],
+        "episodes": results["episodes"],
+        "first_seed": 100000,
+    }
+
+
+def _cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add = parser.add_argument
+    add("--bags", nargs="+", help="demonstration bags (default: record --episodes of the expert)")
+    add("--episodes", type=int, default=200, help="expert episodes to record (default: 200)")
+    add("--record-seed", type=int, default=0, help="first recorded seed (default: 0)")
+    add("--policy", choices=("lowdim", "image"), default="lowdim")
+    add(
+        "--config",
+        default=None,
+        help="train config (default: train_pusht_lowdim_cpu on a CPU, else train_pusht_<policy>)",
+    )
+    add("--budget", default="30m", help="training wall clock, dataset included (default: 30m)")
+    add("--points", type=int, default=6, help="evaluated points of the budget (default: 6)")
+    add("--eval-episodes", type=int, default=50, help="episodes per point (default: 50)")
+    add("--device", default="auto", help="training and evaluation device (default: auto)")
+    add("--work-dir", type=Path, default=None, help="bags, run, evals (default: runs/bench/..)")
+    add("--output", type=Path, default=None, help="result JSON (default: bench/results/..)")
+    add("--merge", type=Path, nargs="*", default=[], help="JSON files whose rows to add")
+    add("--train-override", action="append", default=[], help="key=value for training")
+    args = parser.parse_args(argv)
+    from dp_policy.training.budget import parse_duration
+
+    args.budget_s = parse_duration(args.budget)
+    if args.config is None:
+        # A CPU trains the CPU-sized low-dim recipe; a GPU the paper's.
+        on_cpu = args.device == "cpu" or (args.device == "auto" and not _cuda_available())
+        suffix = "_cpu" if args.policy == "lowdim" and on_cpu else ""
+        args.config = f"train_pusht_{args.policy}{suffix}"
+    if args.points < 1:
+        parser.error("--points must be >= 1")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_arguments(argv)
+    info = machine()
+    slug = machine_slug(info)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    work = (args.work_dir or ROOT / "runs" / "bench" / f"task_success_{stamp}").resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    output = (
+        args.output or ROOT / "bench" / "results" / f"task_success_{TASK}_{args.policy}_{slug}.json"
+    )
+    report: dict[str, Any] = {
+        "benchmark": f"task_success {TASK} {args.policy}",
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": info,
+        "settings": {
+            "config": args.config,
+            "budget_s": args.budget_s,
+            "points": args.points,
+            "eval_episodes": args.eval_episodes,
+            "eval_first_seed": 100000,
+            "max_steps": 300,
+            "train_overrides": args.train_override,
+            "device": args.device,
+        },
+    }
+    if args.bags:
+        bags = [str(Path(b).resolve()) for b in args.bags]
+        report["demonstrations"] = {"bags": bags}
+    else:
+        print(f"recording {args.episodes} expert episodes ...", flush=True)
+        report["demonstrations"] = record_demonstrations(
+            work, args.episodes, args.record_seed, args.policy == "image"
+        )
+        bags = [str(work / "bags")]
+    print(f"training {args.config} for {args.budget} ...", flush=True)
+    run_dir, seconds = train(args, bags, work)
+    report["training"] = {
+        "wall_clock_s": round(seconds, 1),
+        "dataset": json.loads((run_dir / "dataset.json").read_text()).get("report", {}),
+    }
+    rows = []
+    checkpoints = sorted((run_dir / "checkpoints").glob("step_*"))
+    for checkpoint in checkpoints:
+        print(f"evaluating {checkpoint.name} ...", flush=True)
+        evaluation = evaluate(checkpoint, args, work / "eval" / checkpoint.name)
+        rows.append(checkpoint_row(checkpoint, evaluation, args))
+        print(json.dumps(rows[-1]), flush=True)
+    for path in args.merge:
+        rows += json.loads(path.read_text()).get("rows", [])
+    report["rows"] = rows
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"wrote {output}")
+    subprocess.run([sys.executable, str(Path(__file__).with_name("plots.py")), str(output)])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
