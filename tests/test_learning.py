@@ -19,9 +19,9 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-EPISODES = 12
-BUDGET = "150s"
-SEEDS = 6
+EPISODES = 16
+BUDGET = "180s"
+SEEDS = 8
 
 
 def _run(command: list[str], log: Path, timeout: float) -> None:
@@ -64,9 +64,7 @@ def test_a_short_training_run_beats_an_untrained_network(
     assert sum(episode.success for episode in recorded) >= EPISODES - 2
 
     cache = tmp_path / "cache"
-    untrained = _train(
-        tmp_path / "bags", tmp_path / "untrained", cache, "training.max_steps=1"
-    )
+    untrained = _train(tmp_path / "bags", tmp_path / "untrained", cache, "training.max_steps=1")
     trained = _train(tmp_path / "bags", tmp_path / "trained", cache, "--budget", BUDGET)
     before = _evaluate(untrained, tmp_path / "eval_untrained")
     after = _evaluate(trained, tmp_path / "eval_trained")

@@ -254,7 +254,8 @@ def test_config_overrides_and_errors(tmp_path) -> None:
 
 
 def test_installed_configs_are_valid(tmp_path, capsys) -> None:
-    for name in ("train_pusht_image", "train_pusht_lowdim", "train_pusht_image_zarr"):
+    configs = ("train_pusht_image", "train_pusht_lowdim", "train_pusht_lowdim_cpu")
+    for name in (*configs, "train_pusht_image_zarr"):
         path = resolve_config_path(name)
         config = build_config(path)
         spec = config.data.load_spec()
