@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import re
 import subprocess
 import sys
@@ -42,27 +41,12 @@ TASK = "pusht"
 
 
 def machine() -> dict[str, Any]:
-    cpu = platform.processor()
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        names = [line for line in cpuinfo.read_text().splitlines() if "model name" in line]
-        cpu = names[0].split(":", 1)[1].strip() if names else cpu
-    info: dict[str, Any] = {
-        "hostname": platform.node(),
-        "cpu": cpu,
-        "cpu_count": os.cpu_count(),
-        "os": platform.platform(),
-        "python": platform.python_version(),
-    }
-    try:
-        import torch
+    """The machine as offline evaluation records it, with the GPU named when there is one."""
+    import torch
 
-        info["torch"] = torch.__version__
-        if torch.cuda.is_available():
-            info["gpu"] = torch.cuda.get_device_name(0)
-    except ImportError:  # pragma: no cover - torch is a requirement
-        pass
-    return info
+    from dp_policy.evaluation.report import machine_info
+
+    return machine_info("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def machine_slug(info: dict[str, Any]) -> str:
