@@ -98,9 +98,10 @@ class TrainingBudget:
             return 1.0
         return min(1.0, max(0.0, (self._clock() - self._loop_start) / span))
 
-    def exhausted(self) -> bool:
-        """Whether the loop must stop now to finish (validate, save) within the budget."""
-        return self.remaining() <= self.reserve
+    def exhausted(self, next_step_s: float = 0.0) -> bool:
+        """Whether the loop must stop now to finish (one more step of ``next_step_s``, then
+        validate and save) within the budget."""
+        return self.remaining() <= self.reserve + next_step_s
 
     def keep_in_hand(self, seconds: float) -> None:
         """Keep at least ``seconds`` for the end (the largest final step measured so far)."""

@@ -510,7 +510,7 @@ class Trainer:
                     self._timings.get("validate", 0.0) + 2.0 * self._timings.get("save", 0.0)
                 )
                 values[0] = self.budget.fraction()
-                values[1] = float(self.budget.remaining() <= self.budget.reserve + step_seconds)
+                values[1] = float(self.budget.exhausted(step_seconds))
             if every is not None and now - self._last_time_checkpoint >= every:
                 values[2] = 1.0
         values = self.context.all_reduce_sum(values)
