@@ -7,6 +7,11 @@ the executor. A write error (full disk, file size limit, I/O error) stops the wr
 repaired in place so that what was written stays readable, later messages are counted as
 dropped, and ``on_error`` tells the owner (from this thread).
 
+Each message of a topic added with a ``MessageCheck`` is checked in this thread before it is
+written (see ``message_checks``): bytes that do not decode as the topic's type are refused, odd
+but decodable messages are written and noted; both are counted per topic and cause, and summed up
+in the bag's custom data when it closes (``refused_messages``, ``anomalies``).
+
 No ROS here.
 """
 
@@ -21,6 +26,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 
 from dp_recorder.episode_writer import BagResult, EpisodeWriter, TopicInfo
+from dp_recorder.message_checks import MessageCheck, Verdict
 from dp_recorder.recover import RecoveryReport
 
 _FLUSH_POLL_S = 0.05
@@ -28,11 +34,26 @@ _FLUSH_POLL_S = 0.05
 
 @dataclass
 class TopicCounters:
-    """Messages and bytes of one topic, as received and as dropped."""
+    """Messages and bytes of one topic: written (or queued to be), dropped, refused, noted."""
 
     messages: int = 0
     bytes: int = 0
     dropped: int = 0
+    refused: int = 0
+    refusals: dict[str, int] = field(default_factory=dict)  # cause: messages refused
+    notes: dict[str, int] = field(default_factory=dict)  # cause: messages written with it
+    examples: dict[str, str] = field(default_factory=dict)  # refusal cause: the first detail
+
+    def copy(self) -> TopicCounters:
+        return TopicCounters(
+            self.messages,
+            self.bytes,
+            self.dropped,
+            self.refused,
+            dict(self.refusals),
+            dict(self.notes),
+            dict(self.examples),
+        )
 
 
 @dataclass
@@ -55,6 +76,7 @@ class _Message:
 @dataclass
 class _AddTopic:
     topic: TopicInfo
+    check: MessageCheck | None = None
 
 
 @dataclass
@@ -84,6 +106,7 @@ class EpisodeRecording:
         self.counters: dict[str, TopicCounters] = {}
         self._error = ""
         self._repaired: RecoveryReport | None = None
+        self._checks: dict[str, MessageCheck] = {}  # owned by the writer thread
         self._finishing = False
         self._thread = threading.Thread(
             target=self._run, name=f"writer {writer.path.name}", daemon=True
@@ -98,10 +121,11 @@ class EpisodeRecording:
         self._thread.start()
         self._opened.result(timeout=timeout_s)
 
-    def add_topic(self, topic: TopicInfo) -> None:
+    def add_topic(self, topic: TopicInfo, check: MessageCheck | None = None) -> None:
+        """Declare a topic; with ``check``, its messages are checked before they are written."""
         with self._lock:
             self.counters.setdefault(topic.name, TopicCounters())
-        self._queue.put(_AddTopic(topic))
+        self._queue.put(_AddTopic(topic, check))
 
     def write(self, topic: str, timestamp_ns: int, data: bytes) -> bool:
         """Queue one message; False when it was dropped (queue full, or after a write error)."""
@@ -144,7 +168,7 @@ class EpisodeRecording:
     def counters_copy(self) -> dict[str, TopicCounters]:
         """A snapshot of the per-topic counters (safe from any thread)."""
         with self._lock:
-            return {name: TopicCounters(**vars(c)) for name, c in self.counters.items()}
+            return {name: counters.copy() for name, counters in self.counters.items()}
 
     @property
     def error(self) -> str:
@@ -181,9 +205,38 @@ class EpisodeRecording:
 
     def _handle(self, item: _Message | _AddTopic) -> None:
         if isinstance(item, _Message):
+            check = self._checks.get(item.topic)
+            if check is not None and not self._checked(item, check):
+                return
             self.writer.write(item.topic, item.timestamp_ns, item.data)
         else:
+            if item.check is not None:
+                self._checks.setdefault(item.topic.name, item.check)
             self.writer.add_topic(item.topic)
+
+    def _checked(self, item: _Message, check: MessageCheck) -> bool:
+        """Count what the check says about the message; False when it is refused."""
+        try:
+            verdict = check.check(item.data)
+        except Exception as error:
+            # A fault of the check, not of the bag: the message is written, the fault noted
+            # (the writer's own errors stop the episode; this one must not).
+            verdict = Verdict(notes=(f"check failed: {type(error).__name__}",))
+        if not verdict.refused and not verdict.notes:
+            return True
+        with self._lock:
+            counters = self.counters.setdefault(item.topic, TopicCounters())
+            for note in verdict.notes:
+                counters.notes[note] = counters.notes.get(note, 0) + 1
+            if not verdict.refused:
+                return True
+            # Not in the bag: it leaves the written counts for the refused ones.
+            counters.messages -= 1
+            counters.bytes -= len(item.data)
+            counters.refused += 1
+            counters.refusals[verdict.refused] = counters.refusals.get(verdict.refused, 0) + 1
+            counters.examples.setdefault(verdict.refused, verdict.detail)
+        return False
 
     def _guarded(self, action: Callable, *args) -> None:
         try:
@@ -210,6 +263,8 @@ class EpisodeRecording:
             self._on_error(self._error)
 
     def _close(self, custom_data: dict[str, str]) -> FinishResult:
+        # Here, not by the owner: only now is every queued message checked.
+        custom_data = {**custom_data, **check_custom_data(self.counters_copy())}
         if not self._error:
             try:
                 bag = self.writer.close(custom_data)
@@ -229,6 +284,26 @@ class EpisodeRecording:
             self.dropped,
             self.counters_copy(),
         )
+
+
+def check_custom_data(counters: Mapping[str, TopicCounters]) -> dict[str, str]:
+    """The bag's custom data about refused and noted messages (see ``message_checks``)."""
+    refused = sum(c.refused for c in counters.values())
+    anomalies = [
+        f"{topic}: {count} x {cause}"
+        for topic, c in sorted(counters.items())
+        for cause, count in sorted(c.notes.items())
+    ]
+    refusals = [
+        f"{topic}: {count} x {cause}"
+        for topic, c in sorted(counters.items())
+        for cause, count in sorted(c.refusals.items())
+    ]
+    return {
+        "refused_messages": str(refused),
+        "refusals": "; ".join(refusals),
+        "anomalies": "; ".join(anomalies),
+    }
 
 
 def _describe(error: BaseException) -> str:
