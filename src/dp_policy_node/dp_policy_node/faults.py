@@ -5,7 +5,9 @@ frame wrong. The node must say so once -- in the log and in PolicyStatus -- not 
 message. A fault is raised per subject with a cause; while it persists, further reports only
 count. It is logged when it starts, unless the same cause on the same subject was logged
 within ``relog_after`` seconds (a flapping stream logs once, not at every flap). It clears
-when the subject delivers good data again.
+when the subject delivers good data again; that recovery is worth a log line only when the
+fault itself was logged (``Fault.logged``), so a flapping stream logs one fault and one
+recovery per cause, not one recovery per flap.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ class Fault:
     cause: str
     message: str
     count: int = 1
+    # Whether its start was logged: only then is its end ("valid again") worth a line.
+    logged: bool = False
 
 
 class FaultBook:
@@ -44,12 +48,14 @@ class FaultBook:
             # that changed with each bad frame would flood it.
             fault.count += 1
             return False
-        self._active[subject] = Fault(subject, cause, message)
+        fault = Fault(subject, cause, message)
+        self._active[subject] = fault
         now = self._clock()
         last = self._logged_at.get((subject, cause))
         if last is not None and now - last < self.relog_after:
             return False
         self._logged_at[(subject, cause)] = now
+        fault.logged = True
         return True
 
     def clear(self, subject: str) -> Fault | None:

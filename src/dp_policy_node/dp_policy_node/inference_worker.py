@@ -166,6 +166,8 @@ class WarmupReport:
     sampler_difference: float | None = None
     sampler_tolerance: float | None = None
     sampler_notes: tuple[str, ...] = ()
+    # torch's intra-op threads that run inference on the CPU (0 on CUDA).
+    cpu_threads: int = 0
 
     @property
     def steady_latencies(self) -> list[float]:
@@ -348,9 +350,13 @@ class InferenceWorker:
 
     def _load_and_warm_up(self, holder: dict[str, object]) -> WarmupReport:
         started = time.perf_counter()
-        if self.device == "cpu" and self.cpu_threads > 0:
-            # Set on this thread, which runs every inference (OpenMP's setting is per thread).
-            torch.set_num_threads(self.cpu_threads)
+        threads = 0
+        if self.device == "cpu":
+            if self.cpu_threads > 0:
+                # Set on this thread, which runs every inference (OpenMP's setting is per
+                # thread).
+                torch.set_num_threads(self.cpu_threads)
+            threads = torch.get_num_threads()
         policy = load_checkpoint(self.checkpoint, device=self.device)
         holder["policy"] = policy
         if self.seed is not None:
@@ -373,6 +379,7 @@ class InferenceWorker:
             load_seconds=load_seconds,
             warmup_latencies=latencies,
             parameter_count=parameter_count,
+            cpu_threads=threads,
             **choice,
         )
 

@@ -9,6 +9,7 @@ image size on the same topic are two different problems for the person fixing th
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
 
 import numpy as np
@@ -20,13 +21,17 @@ from dp_policy.message_conversion import (
     pick_joints,
     read_fields,
 )
-from dp_policy_node.serving_plan import ObservationStream
+from dp_policy_node.serving_plan import FLOAT32_MAX, ObservationStream, PlausibleRange
 
 # Causes of refused input, used as keys for once-per-cause logging and in PolicyStatus.
 ENCODING = "encoding"
 IMAGE = "image"  # size or undecodable data
 MISSING_JOINT = "missing_joint"
+DUPLICATE_JOINT = "duplicate_joint"
 NOT_FINITE = "not_finite"
+IMPLAUSIBLE = "implausible"
+BEYOND_FLOAT32 = "beyond_float32"
+BAD_STAMP = "bad_stamp"
 MALFORMED = "malformed"
 UNSTAMPED = "unstamped"
 OUT_OF_ORDER = "out_of_order"
@@ -43,8 +48,17 @@ class ObservationRejectedError(ValueError):
 
 
 def stamp_nanoseconds(message: Any, topic: str) -> int:
-    """``header.stamp`` in nanoseconds; an unset (zero) stamp is refused."""
+    """``header.stamp`` in nanoseconds; an unset (zero) stamp, or one whose nanosec is not
+    below 1e9 (builtin_interfaces/Time's rule), is refused."""
     stamp = message.header.stamp
+    if not 0 <= int(stamp.nanosec) < 1_000_000_000:
+        # Not normalised: a publisher bug, and carrying it into seconds would shift the stamp.
+        raise ObservationRejectedError(
+            BAD_STAMP,
+            f"messages on {topic} have header.stamp.nanosec {int(stamp.nanosec)}, which must be "
+            f"below 1000000000 (builtin_interfaces/Time): the publisher does not normalise "
+            f"its stamps",
+        )
     nanoseconds = int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
     if nanoseconds == 0:
         raise ObservationRejectedError(
@@ -60,12 +74,39 @@ def convert(stream: ObservationStream, message: Any) -> np.ndarray:
     if stream.kind == "image":
         return _image(stream, message)
     if stream.kind == "joint_state":
-        return _joints(stream, message)
-    try:
-        return read_fields(message, stream.fields)
-    except ConversionError as error:
-        cause = NOT_FINITE if "not finite" in str(error) else MALFORMED
-        raise ObservationRejectedError(cause, f"{stream.topic}: {error}") from error
+        values = _joints(stream, message)
+        what = f"JointState on {stream.topic}: {stream.joint_field} of"
+    else:
+        try:
+            values = read_fields(message, stream.fields)
+        except ConversionError as error:
+            cause = NOT_FINITE if "not finite" in str(error) else MALFORMED
+            raise ObservationRejectedError(cause, f"{stream.topic}: {error}") from error
+        what = f"{stream.message_type.rsplit('/', 1)[-1]} on {stream.topic}:"
+    if stream.plausible is not None:
+        _check_plausible(stream.plausible, values, what)
+    return values
+
+
+def _check_plausible(plausible: PlausibleRange, values: np.ndarray, what: str) -> None:
+    beyond = np.flatnonzero(np.abs(values) > FLOAT32_MAX)
+    if beyond.size:
+        # Checked whatever observation_range_factor says: it would reach the model as inf.
+        index = int(beyond[0])
+        raise ObservationRejectedError(
+            BEYOND_FLOAT32,
+            f"{what} {plausible.names[index]} is {values[index]:.4g}, beyond the float32 range "
+            f"(+-{FLOAT32_MAX:.4g}) the model computes in, where it would be infinite",
+        )
+    index = plausible.violation(values)
+    if index is None:
+        return
+    raise ObservationRejectedError(
+        IMPLAUSIBLE,
+        f"{what} {plausible.names[index]} is {values[index]:.4g}, outside its plausible range "
+        f"[{plausible.low[index]:.4g}, {plausible.high[index]:.4g}] "
+        f"({plausible.reasons[index]}): a broken sensor or publisher, not a state to act on",
+    )
 
 
 def _image(stream: ObservationStream, message: Any) -> np.ndarray:
@@ -85,12 +126,21 @@ def _image(stream: ObservationStream, message: Any) -> np.ndarray:
 
 def _joints(stream: ObservationStream, message: Any) -> np.ndarray:
     names = list(message.name)
+    if len(set(names)) != len(names):
+        # Which of two values is meant cannot be known; the whole message is refused rather
+        # than picking one (the dataset builder would take the last, a reader the first).
+        repeated = sorted(name for name, count in Counter(names).items() if count > 1)
+        raise ObservationRejectedError(
+            DUPLICATE_JOINT,
+            f"JointState on {stream.topic} names joint(s) {_listed(repeated)} more than once "
+            f"({_listed(names)}): refused, since which value is meant is ambiguous",
+        )
     missing = [joint for joint in stream.joints if joint not in names]
     if missing:
         raise ObservationRejectedError(
             MISSING_JOINT,
             f"JointState on {stream.topic} lacks joint(s) {missing} that the policy observes "
-            f"(it names {names})",
+            f"(it names {_listed(names)})",
         )
     values = getattr(message, stream.joint_field)
     try:
@@ -106,6 +156,14 @@ def _joints(stream: ObservationStream, message: Any) -> np.ndarray:
         raise ObservationRejectedError(
             MALFORMED, f"JointState on {stream.topic}: {error}"
         ) from error
+
+
+def _listed(names: list[str], most: int = 10) -> str:
+    """A name list for a message; a hostile publisher's thousands of names would flood the
+    status and the log."""
+    if len(names) <= most:
+        return str(names)
+    return f"{names[:most]} and {len(names) - most} more"
 
 
 def _picked_values(names: list[str], values: Any, joints: tuple[str, ...]) -> np.ndarray | None:

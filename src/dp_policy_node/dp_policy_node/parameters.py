@@ -9,6 +9,7 @@ configure can be fixed with ``ros2 param set`` and retried without restarting th
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -62,8 +63,9 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
     ParameterSpec(
         "cpu_threads",
         0,
-        "Threads for inference on the CPU (torch intra-op threads); 0: torch's default. On a "
-        "machine shared with other busy processes, fewer threads than cores is often faster.",
+        "Threads for inference on the CPU (torch intra-op threads); 0: half the cores this "
+        "process may run on, at least 1, so that the rest of the robot's software (drivers, "
+        "controllers, the executor of this node) keeps cores of its own.",
         value_range=(0, 1024),
     ),
     ParameterSpec(
@@ -176,6 +178,16 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
         value_range=(0.0, 100.0),
     ),
     ParameterSpec(
+        "observation_range_factor",
+        2.0,
+        "Low-dim observations (joint states, fields) further outside their training range (the "
+        "checkpoint's normaliser statistics) than this many times its width are refused as "
+        "implausible (INVALID_OBSERVATIONS), as are joint positions as far outside "
+        "joint_lower_limits/joint_upper_limits when those are set; 0: no such check (values "
+        "beyond the float32 range are always refused).",
+        value_range=(0.0, 1e6),
+    ),
+    ParameterSpec(
         "max_observation_age",
         0.0,
         "Seconds after which a stream's newest message is stale and the chunk stream stops; "
@@ -238,6 +250,20 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
 PARAMETER_NAMES = tuple(parameter.name for parameter in PARAMETERS)
 
 
+def default_cpu_threads() -> int:
+    """``cpu_threads`` 0: half the cores this process may run on, at least 1.
+
+    torch's own default (a thread per core) spins every core during each inference, so on a
+    small robot computer the drivers, controllers and this node's executor fight it for CPU
+    time, and the inference itself gets slower rather than faster.
+    """
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    return max(1, cores // 2)
+
+
 class SettingsError(ValueError):
     """A parameter value that cannot work; the message names the parameter and what to set."""
 
@@ -264,6 +290,7 @@ class NodeSettings:
     limit_margin: float
     max_step: tuple[float, ...]
     max_step_fraction: float
+    observation_range_factor: float
     max_observation_age: float
     future_stamp_tolerance: float
     latency_margin: float
@@ -358,6 +385,7 @@ class NodeSettings:
             limit_margin=float(merged["limit_margin"]),
             max_step=max_step,
             max_step_fraction=float(merged["max_step_fraction"]),
+            observation_range_factor=float(merged["observation_range_factor"]),
             max_observation_age=float(merged["max_observation_age"]),
             future_stamp_tolerance=float(merged["future_stamp_tolerance"]),
             latency_margin=float(merged["latency_margin"]),

@@ -59,6 +59,7 @@ from dp_policy_node.parameters import (
     PARAMETERS,
     NodeSettings,
     ParameterSpec,
+    default_cpu_threads,
 )
 from dp_policy_node.serving_plan import ObservationStream, ServingPlan
 from dp_policy_node.trajectory_builder import (
@@ -77,6 +78,11 @@ MARKER_TOPIC = "dp/policy_markers"
 CONTROL_PERIOD_S = 0.01
 # After a failed inference (an exception in the model), wait this long before trying again.
 ERROR_BACKOFF_S = 1.0
+# After a refused prediction, wait before the next inference: dt after the first refusal,
+# doubling with each further one in a row, at most this long. Asking again at once would run
+# the model back to back on the same observations, taking the CPU from the rest of the robot;
+# after dt the history has moved on by a step.
+PREDICTION_BACKOFF_MAX_S = 1.0
 # Generous: the first CUDA initialisation and a large checkpoint can take a while.
 WORKER_START_TIMEOUT_S = 300.0
 
@@ -85,6 +91,7 @@ STALE_SUBJECT = "stale observations"
 PREDICTION_SUBJECT = "prediction"
 INFERENCE_SUBJECT = "inference"
 LATE_SUBJECT = "late chunk"
+SLOW_SUBJECT = "slow inference"
 
 _ARRAY_TYPES = {
     "string_array": Parameter.Type.STRING_ARRAY,
@@ -156,6 +163,11 @@ class _Session:
     accepted_since_activation: bool = False
     joint_positions: dict[str, float] = field(default_factory=dict)
     joint_positions_ns: int = 0
+    # Refused predictions since the last accepted chunk (or activation), the newest refusal
+    # and the back-off it earned: the status states all three.
+    rejections_in_a_row: int = 0
+    last_rejection: str = ""
+    rejection_backoff_s: float = 0.0
 
     @property
     def publishers(self) -> dict[str, Any]:
@@ -255,7 +267,10 @@ class PolicyNode(LifecycleNode):
         session.first_sequence = session.sequence + 1
         session.chunk_index = 0
         session.accepted_since_activation = False
+        session.rejections_in_a_row = 0
+        session.retry_after_ns = 0
         session.active = True
+        self._check_pace(session)
         self._update_state(self._now_ns())
         self.get_logger().info(
             f"active: publishing on {session.plan.action_joints} to "
@@ -361,7 +376,7 @@ class PolicyNode(LifecycleNode):
                 num_samples=max(1, settings.num_visualized_samples),
                 seed=settings.seed,
                 warmup_iterations=settings.warmup_iterations,
-                cpu_threads=settings.cpu_threads,
+                cpu_threads=settings.cpu_threads or default_cpu_threads(),
                 notify=entities.results_ready.trigger,
                 sampler_backend=settings.sampler_backend,
                 sampler_precision=settings.sampler_precision,
@@ -400,7 +415,8 @@ class PolicyNode(LifecycleNode):
         self._sampler = report.sampler_summary
         self.get_logger().info(
             f"configured {settings.checkpoint}: {report.parameter_count / 1e6:.1f} M parameters "
-            f"on {worker.device}, loaded in {report.load_seconds:.2f} s, {report.sampler_summary}, "
+            f"on {worker.device}{_threads_text(report.cpu_threads)}, loaded in "
+            f"{report.load_seconds:.2f} s, {report.sampler_summary}, "
             f"warm-up latency {1e3 * float(np.median(steady)):.1f} ms, "
             f"{plan.num_inference_steps} denoising steps; observing "
             f"{[s.topic for s in plan.streams]}"
@@ -483,19 +499,32 @@ class PolicyNode(LifecycleNode):
                 self.get_logger().warning(f"dropping observations: {rejected.message}")
             self._update_state(now)
             return
-        if session.faults.clear(stream.key) is not None:
-            self.get_logger().info(f"valid observations on {stream.topic} again")
+        cleared = session.faults.clear(stream.key)
+        if cleared is not None:
+            # Only after a fault that was logged: a flapping stream says so once, not per flap.
+            if cleared.logged:
+                self.get_logger().info(f"valid observations on {stream.topic} again")
             self._update_state(now)
         if stream.kind == "joint_state" and stream.joint_field == "position":
             self._remember_positions(session, message, now)
 
     @staticmethod
     def _remember_positions(session: _Session, message: Any, now_ns: int) -> None:
+        """Measured positions of the action joints from an accepted JointState (its names are
+        distinct, or it was refused). A value outside the limits widened as observations are
+        (``position_bounds``) is no measurement to check the first point or stop against."""
+        bounds = session.plan.position_bounds
         wanted = session.plan.action_joints
         for name, position in zip(message.name, message.position, strict=False):
-            if name in wanted and np.isfinite(position):
-                session.joint_positions[name] = float(position)
-                session.joint_positions_ns = now_ns
+            if name not in wanted:
+                continue
+            index = wanted.index(name)
+            if not np.isfinite(position) or (
+                bounds is not None and not bounds.low[index] <= position <= bounds.high[index]
+            ):
+                continue
+            session.joint_positions[name] = float(position)
+            session.joint_positions_ns = now_ns
 
     # -- scheduling and inference -----------------------------------------------------------------
 
@@ -535,10 +564,12 @@ class PolicyNode(LifecycleNode):
             session.retry_after_ns = now + to_ns(ERROR_BACKOFF_S)
             self._update_state(now)
             return
-        if session.faults.clear(INFERENCE_SUBJECT) is not None:
+        cleared = session.faults.clear(INFERENCE_SUBJECT)
+        if cleared is not None and cleared.logged:
             self.get_logger().info("inference works again")
         session.latency.add(result.latency)
         session.scheduler.record_turnaround(turnaround)
+        self._check_pace(session)
         # Observations may have gone bad while the model was busy: then nothing is sent.
         if not self._update_state(now):
             return
@@ -564,11 +595,25 @@ class PolicyNode(LifecycleNode):
         except PredictionRejectedError as rejected:
             self._counters.predictions_rejected += 1
             session.scheduler.reset()
+            session.rejections_in_a_row += 1
+            # Bounded exponential back-off (the exponent capped so that it stays a float).
+            backoff = min(
+                PREDICTION_BACKOFF_MAX_S, plan.dt * 2.0 ** min(session.rejections_in_a_row - 1, 30)
+            )
+            session.retry_after_ns = now + to_ns(backoff)
+            session.last_rejection = rejected.message
+            session.rejection_backoff_s = backoff
             if session.faults.report(PREDICTION_SUBJECT, rejected.cause, rejected.message):
-                self.get_logger().warning(f"refusing predictions: {rejected.message}")
+                self.get_logger().warning(
+                    f"refusing predictions: {rejected.message}; the next inference waits "
+                    f"{backoff:.3g} s, doubling with each refusal in a row up to "
+                    f"{PREDICTION_BACKOFF_MAX_S:g} s"
+                )
             self._update_state(now)
             return
-        if session.faults.clear(PREDICTION_SUBJECT) is not None:
+        session.rejections_in_a_row = 0
+        cleared = session.faults.clear(PREDICTION_SUBJECT)
+        if cleared is not None and cleared.logged:
             self.get_logger().info("predictions are accepted again")
         if not len(timed):
             session.scheduler.reset()
@@ -584,6 +629,28 @@ class PolicyNode(LifecycleNode):
         session.scheduler.chunk_published(timed.end_ns)
         session.accepted_since_activation = True
         self._update_state(now)
+
+    def _check_pace(self, session: _Session) -> None:
+        """Whether inference keeps up with the chunk period; a fault (logged once, stated in the
+        status) while it does not."""
+        scheduler, plan = session.scheduler, session.plan
+        if scheduler.fits():
+            cleared = session.faults.clear(SLOW_SUBJECT)
+            if cleared is not None and cleared.logged:
+                self.get_logger().info("inference keeps up with the chunk period again")
+            return
+        # The figures of the moment it started: the message stays while the fault does, so
+        # the status does not change with every chunk.
+        message = (
+            f"inference cannot keep up with the chunk period: p99 turnaround "
+            f"{scheduler.turnaround.stats().p99:.3f} s + latency_margin "
+            f"{scheduler.latency_margin:.3f} s, spent twice per chunk, exceeds the "
+            f"{(plan.action_horizon - 1) * plan.dt:.3f} s a chunk executes ((Ta-1)*dt), so the "
+            f"controller holds between chunks; use a GPU, fewer denoising steps or more "
+            f"cpu_threads"
+        )
+        if session.faults.report(SLOW_SUBJECT, "slow", message):
+            self.get_logger().warning(message)
 
     def _current_position(self, session: _Session) -> np.ndarray | None:
         """Measured positions of the action joints, if all are known and recent."""
@@ -677,28 +744,41 @@ class PolicyNode(LifecycleNode):
                 self.get_logger().warning(f"stopping the chunk stream: {readiness.message}")
             self._set_state(PolicyStatus.STATE_STALE_OBSERVATIONS, readiness.message)
             return False
-        if faults.clear(STALE_SUBJECT) is not None:
+        cleared = faults.clear(STALE_SUBJECT)
+        if cleared is not None and cleared.logged:
             self.get_logger().info("observations are fresh again")
         if not readiness.ready:
             self._set_state(PolicyStatus.STATE_WAITING_FOR_OBSERVATIONS, readiness.message)
             return False
         rejected = faults.get(PREDICTION_SUBJECT)
         if rejected is not None:
-            self._set_state(PolicyStatus.STATE_PREDICTION_REJECTED, rejected.message)
-            return True  # keep asking: the next prediction may be fine
+            # The newest refusal (joint, action, limit) and the back-off, in one line; it
+            # changes at most once per back-off.
+            self._set_state(
+                PolicyStatus.STATE_PREDICTION_REJECTED,
+                f"{session.last_rejection}; {session.rejections_in_a_row} refused in a row, "
+                f"next inference after a back-off of {session.rejection_backoff_s:.3g} s "
+                f"(dt doubling per refusal, at most {PREDICTION_BACKOFF_MAX_S:g} s)",
+            )
+            return True  # keep asking (after the back-off): the next prediction may be fine
         failed = faults.get(INFERENCE_SUBJECT)
         if failed is not None:
-            self._set_state(PolicyStatus.STATE_ERROR, f"inference failed: {failed.message}")
+            self._set_state(
+                PolicyStatus.STATE_ERROR,
+                f"inference failed: {failed.message}; retrying every {ERROR_BACKOFF_S:g} s",
+            )
             return True
+        slow = faults.get(SLOW_SUBJECT)
+        pace = "" if slow is None else f"; {slow.message}"
         if session.accepted_since_activation:
             self._set_state(
                 PolicyStatus.STATE_RUNNING,
-                f"publishing chunks on {session.publishers['trajectory'].topic_name}",
+                f"publishing chunks on {session.publishers['trajectory'].topic_name}{pace}",
             )
         else:
             self._set_state(
                 PolicyStatus.STATE_WAITING_FOR_OBSERVATIONS,
-                "observations complete: computing the first chunk",
+                f"observations complete: computing the first chunk{pace}",
             )
         return True
 
@@ -736,6 +816,10 @@ class PolicyNode(LifecycleNode):
 
     def _now_ns(self) -> int:
         return self.get_clock().now().nanoseconds
+
+
+def _threads_text(threads: int) -> str:
+    return f" ({threads} inference thread{'s' if threads != 1 else ''})" if threads else ""
 
 
 def main(args: list[str] | None = None) -> int:

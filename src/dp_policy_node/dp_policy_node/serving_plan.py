@@ -23,6 +23,29 @@ IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
 JOINT_STATE_TYPE = "sensor_msgs/msg/JointState"
 # A joint whose training range is (nearly) zero gives no scale for a step limit.
 _MIN_RANGE = 1e-9
+# The model computes in float32: a larger magnitude would reach it as inf.
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+@dataclass(frozen=True)
+class PlausibleRange:
+    """Per value of a low-dim observation: the interval outside which it is refused at the door.
+
+    Far wider than the training data (a robot may be somewhat outside what was demonstrated),
+    but a value beyond it is a broken sensor or publisher, not a state: it would make the model
+    predict garbage that then looks like a model failure. ``reasons`` says per value where the
+    bound comes from, for the refusal's message.
+    """
+
+    names: tuple[str, ...]
+    low: np.ndarray
+    high: np.ndarray
+    reasons: tuple[str, ...]
+
+    def violation(self, values: np.ndarray) -> int | None:
+        """Index of the first value outside its range, or None."""
+        outside = np.flatnonzero((values < self.low) | (values > self.high))
+        return int(outside[0]) if outside.size else None
 
 
 class ConfigurationError(ValueError):
@@ -43,6 +66,8 @@ class ObservationStream:
     fields: tuple[str, ...]
     align_max_age: float  # as the dataset builder: grid time minus stamp at most this
     stale_age: float  # now minus the newest stamp at most this, or the stream is stale
+    # Low-dim streams: values outside it are refused (None: no check, e.g. images).
+    plausible: PlausibleRange | None = None
 
     @property
     def compressed(self) -> bool:
@@ -66,6 +91,9 @@ class ServingPlan:
     max_step: np.ndarray
     num_inference_steps: int
     marker_dims: tuple[int, ...]
+    # Measured positions of the action joints outside this are never taken as the robot's
+    # position (first-point check, stop command): the limits widened like observations.
+    position_bounds: PlausibleRange | None = None
 
     @property
     def action_dim(self) -> int:
@@ -105,12 +133,23 @@ def build_serving_plan(
             f"observation_topics names key(s) {unknown}, but the checkpoint observes {keys}; "
             f"use 'key=/topic' with one of those keys"
         )
-    streams = tuple(
-        _stream(stream, overrides.get(stream.key), spec, settings) for stream in spec.observations
-    )
-
     range_min, range_max = _action_range(checkpoint, manifest, len(action_joints))
     lower, upper = _limits(settings, action_joints, range_min, range_max)
+    explicit_limits = (
+        dict(zip(action_joints, zip(lower, upper, strict=True), strict=True))
+        if settings.joint_lower_limits
+        else {}
+    )
+    streams = tuple(
+        _stream(
+            stream,
+            overrides.get(stream.key),
+            spec,
+            settings,
+            _plausible_range(stream, manifest, settings.observation_range_factor, explicit_limits),
+        )
+        for stream in spec.observations
+    )
     max_step = _max_step(settings, action_joints, range_min, range_max)
     steps = _inference_steps(checkpoint, settings, policy_config)
     _check_sampler(checkpoint, settings, policy_config, steps)
@@ -135,6 +174,13 @@ def build_serving_plan(
         max_step=max_step,
         num_inference_steps=steps,
         marker_dims=marker_dims,
+        position_bounds=_widened(
+            action_joints,
+            lower,
+            upper,
+            settings.observation_range_factor,
+            "joint limits" if settings.joint_lower_limits else "action limits",
+        ),
     )
 
 
@@ -182,7 +228,11 @@ def _check_joint_names(
 
 
 def _stream(
-    stream: StreamSpec, topic: str | None, spec: DataSpec, settings: NodeSettings
+    stream: StreamSpec,
+    topic: str | None,
+    spec: DataSpec,
+    settings: NodeSettings,
+    plausible: PlausibleRange | None,
 ) -> ObservationStream:
     if stream.kind == "image" and stream.message_type not in IMAGE_TYPES:
         raise ConfigurationError(
@@ -206,7 +256,75 @@ def _stream(
         fields=tuple(stream.fields),
         align_max_age=align_max_age,
         stale_age=settings.max_observation_age or align_max_age,
+        plausible=plausible,
     )
+
+
+def _widened(
+    names: tuple[str, ...], low: np.ndarray, high: np.ndarray, factor: float, what: str
+) -> PlausibleRange:
+    """``[low - factor*width, high + factor*width]`` per value, within float32; factor 0 or a
+    (nearly) zero width leaves only the float32 range."""
+    bounds_low = np.full(len(names), -FLOAT32_MAX)
+    bounds_high = np.full(len(names), FLOAT32_MAX)
+    reasons = []
+    for index, (minimum, maximum) in enumerate(zip(low, high, strict=True)):
+        width = float(maximum - minimum)
+        if factor > 0 and math.isfinite(width) and width > _MIN_RANGE:
+            bounds_low[index] = max(-FLOAT32_MAX, minimum - factor * width)
+            bounds_high[index] = min(FLOAT32_MAX, maximum + factor * width)
+            reasons.append(f"{what} [{minimum:.4g}, {maximum:.4g}] {_widening(factor)}")
+        else:
+            reasons.append("the float32 range the model computes in")
+    return PlausibleRange(tuple(names), bounds_low, bounds_high, tuple(reasons))
+
+
+def _widening(factor: float) -> str:
+    return f"widened on both sides by observation_range_factor {factor:g} x its width"
+
+
+def _plausible_range(
+    stream: StreamSpec,
+    manifest: dict[str, Any],
+    factor: float,
+    joint_limits: dict[str, tuple[float, float]],
+) -> PlausibleRange | None:
+    """What a low-dim stream may plausibly report: its training range (the checkpoint's
+    normaliser statistics) widened by ``factor`` x its width, and for positions of joints with
+    configured limits also those limits widened alike; beyond either is refused."""
+    if stream.kind not in ("joint_state", "fields"):
+        return None
+    names = tuple(stream.names)
+    statistics = (manifest.get("normalizer") or {}).get(stream.key) or {}
+    try:
+        low = np.asarray(statistics["min"], dtype=np.float64)
+        high = np.asarray(statistics["max"], dtype=np.float64)
+    except (KeyError, TypeError, ValueError):
+        low = high = np.zeros(0)
+    if low.shape != (len(names),) or high.shape != (len(names),):
+        # No usable statistics (an older or hand-made checkpoint): float32 range only.
+        low = high = np.zeros(len(names))
+    plausible = _widened(names, low, high, factor, "training range")
+    if stream.kind != "joint_state" or stream.joint_field != "position" or factor <= 0:
+        return plausible
+    lower, upper = plausible.low.copy(), plausible.high.copy()
+    reasons = list(plausible.reasons)
+    for index, name in enumerate(names):
+        if name not in joint_limits:
+            continue
+        limit_low, limit_high = joint_limits[name]
+        limits = _widened((name,), np.array([limit_low]), np.array([limit_high]), factor, "")
+        # Refused when beyond either: the intersection of both intervals.
+        lower[index] = max(lower[index], limits.low[0])
+        upper[index] = min(upper[index], limits.high[0])
+        limits_text = f"joint limits [{limit_low:.4g}, {limit_high:.4g}]"
+        trained = f"training range [{low[index]:.4g}, {high[index]:.4g}]"
+        reasons[index] = (
+            f"{trained} and {limits_text}, each {_widening(factor)}"
+            if reasons[index].startswith("training range")
+            else f"{limits_text} {_widening(factor)}"
+        )
+    return PlausibleRange(names, lower, upper, tuple(reasons))
 
 
 def _action_range(

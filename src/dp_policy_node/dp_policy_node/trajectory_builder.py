@@ -125,12 +125,16 @@ def check_chunk(
     joints are.
     """
     sequence = np.asarray(sequence, dtype=np.float64)
-    if not np.all(np.isfinite(sequence)):
-        rows = sorted({int(row) for row in np.argwhere(~np.isfinite(sequence))[:, 0]})
-        raise PredictionRejectedError(
-            NOT_FINITE, f"the predicted chunk contains NaN or infinite values (rows {rows})"
-        )
     names = limits.joint_names
+    if not np.all(np.isfinite(sequence)):
+        bad = np.argwhere(~np.isfinite(sequence))
+        rows = sorted({int(row) for row in bad[:, 0]})
+        row, joint = (int(i) for i in bad[0])
+        raise PredictionRejectedError(
+            NOT_FINITE,
+            f"the predicted chunk contains NaN or infinite values (first: {names[joint]} = "
+            f"{sequence[row, joint]} at row {row}; rows {rows})",
+        )
     start = observation_horizon - 1
     executed = sequence[start : start + action_horizon]
     below = executed < limits.lower
@@ -151,11 +155,14 @@ def check_chunk(
             f"and {step + 1} (max_step {limits.max_step[joint]:.4g})",
         )
     if plan is not None and len(plan) and current_position is not None:
-        jump = np.abs(plan.positions[0] - np.asarray(current_position, dtype=np.float64))
+        measured = np.asarray(current_position, dtype=np.float64)
+        jump = np.abs(plan.positions[0] - measured)
         if (jump > limits.max_step).any():
             joint = int(np.argmax(jump > limits.max_step))
+            action = int(plan.indices[0]) - start
             raise PredictionRejectedError(
                 STEP_TOO_LARGE,
-                f"the first point puts {names[joint]} {jump[joint]:.4g} away from its measured "
-                f"position (max_step {limits.max_step[joint]:.4g})",
+                f"the first point (action {action}) puts {names[joint]} at "
+                f"{plan.positions[0][joint]:.4g}, {jump[joint]:.4g} away from its measured "
+                f"position {measured[joint]:.4g} (max_step {limits.max_step[joint]:.4g})",
             )

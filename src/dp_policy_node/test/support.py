@@ -32,7 +32,11 @@ from dp_policy.data_spec import DataSpec, StreamSpec, data_spec_metadata
 
 JOINTS = ("pusher_x_joint", "pusher_y_joint")
 IMAGE_TOPIC = "/policy_test/camera/image_raw"
+COMPRESSED_TOPIC = "/policy_test/camera/image_raw/compressed"
 JOINT_TOPIC = "/policy_test/joint_states"
+POSE_TOPIC = "/policy_test/block_pose"
+# A fields stream: a PoseStamped's position and its yaw as sin/cos (4 values).
+POSE_FIELDS = ("pose.position.x", "pose.position.y", "pose.orientation:yaw_sincos")
 IMAGE_SHAPE = (3, 32, 32)
 DT = 0.1
 TO, TP, TA = 2, 16, 8
@@ -43,15 +47,35 @@ def tiny_spec(
     joints: tuple[str, ...] = JOINTS,
     camera: bool = True,
     image_shape: tuple[int, int, int] = IMAGE_SHAPE,
+    compressed: bool = False,
+    pose: bool = False,
 ) -> DataSpec:
+    """``compressed``: the camera is a CompressedImage topic; ``pose``: a PoseStamped fields
+    stream ``block_pose`` besides the joints."""
     observations = []
     if camera:
         observations.append(
-            StreamSpec(key="image", topic=IMAGE_TOPIC, kind="image", shape=image_shape)
+            StreamSpec(
+                key="image",
+                topic=COMPRESSED_TOPIC if compressed else IMAGE_TOPIC,
+                kind="image",
+                shape=image_shape,
+                message_type="sensor_msgs/msg/CompressedImage" if compressed else "",
+            )
         )
     observations.append(
         StreamSpec(key="agent_pos", topic=JOINT_TOPIC, kind="joint_state", joints=joints)
     )
+    if pose:
+        observations.append(
+            StreamSpec(
+                key="block_pose",
+                topic=POSE_TOPIC,
+                kind="fields",
+                message_type="geometry_msgs/msg/PoseStamped",
+                fields=POSE_FIELDS,
+            )
+        )
     return DataSpec(
         dt=DT,
         observations=tuple(observations),
@@ -74,6 +98,8 @@ def make_checkpoint(
     noise: NoiseScheduleConfig | None = None,
     backbone: str = "unet",
     image_shape: tuple[int, int, int] = IMAGE_SHAPE,
+    compressed: bool = False,
+    pose: bool = False,
 ) -> Path:
     """Save a tiny policy with its data spec; ``nan_output`` makes every prediction NaN.
 
@@ -81,7 +107,7 @@ def make_checkpoint(
     or transformer (one layer). With the default 32x32 images ResNet-18's last feature map is
     1x1, so the keypoints, and the chunks, do not depend on the pixels; 72x72 (2x2 map) makes
     them depend."""
-    spec = tiny_spec(joints, camera, image_shape)
+    spec = tiny_spec(joints, camera, image_shape, compressed, pose)
     config = PolicyConfig(
         observation=spec.observation_spec(),
         action=spec.action_spec(),
@@ -98,7 +124,14 @@ def make_checkpoint(
     policy = DiffusionPolicy(config)
     generator = torch.Generator().manual_seed(seed)
     actions = (torch.rand((256, len(joints)), generator=generator) * 2 - 1) * ACTION_RANGE
-    policy.fit_normalizer(actions, {"agent_pos": actions.clone()})
+    low_dim = {"agent_pos": actions.clone()}
+    if pose:
+        # Block positions in [-0.25, 0.25] m, yaw anywhere: sin and cos span [-1, 1].
+        yaw = torch.rand(256, generator=generator) * 2 * torch.pi
+        low_dim["block_pose"] = torch.cat(
+            [actions.clone(), torch.sin(yaw)[:, None], torch.cos(yaw)[:, None]], dim=1
+        )
+    policy.fit_normalizer(actions, low_dim)
     if nan_output:
         with torch.no_grad():
             for parameter in policy.noise_net.parameters():
@@ -120,6 +153,8 @@ class FeedSettings:
     # Added to the camera stamps: positive is the future, a callable gives a stamp itself.
     image_stamp_offset: float = 0.0
     image_stamp: Callable[[float], float] | None = None
+    # Sent as the joint states' header.stamp.nanosec instead of the real one (None: real).
+    joint_nanosec: int | None = None
     # Simulated time: every stamp is wall time + clock_offset, and /clock is published.
     clock_offset: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
@@ -171,6 +206,8 @@ class ObservationFeed:
         if settings.joints:
             message = self._joint_type()
             message.header.stamp = _stamp(now)
+            if settings.joint_nanosec is not None:
+                message.header.stamp.nanosec = settings.joint_nanosec
             message.name = list(settings.joint_names)
             message.position = [float(value) for value in settings.joint_positions]
             self._joint_pub.publish(message)

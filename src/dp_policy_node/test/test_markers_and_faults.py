@@ -36,6 +36,7 @@ def test_a_fault_is_logged_once_while_it_persists_and_once_per_cause() -> None:
     clock = [0.0]
     book = FaultBook(relog_after=60.0, clock=lambda: clock[0])
     assert book.report("/cam", "encoding", "bad encoding")
+    assert book.get("/cam").logged
     assert not any(book.report("/cam", "encoding", f"again {i}") for i in range(50))
     assert book.get("/cam").count == 51 and book.get("/cam").message == "bad encoding"
     assert book.report("/cam", "image", "wrong size")  # another cause: logged
@@ -43,7 +44,8 @@ def test_a_fault_is_logged_once_while_it_persists_and_once_per_cause() -> None:
     assert book.clear("/cam") is not None and book.clear("/cam") is None
     # Flapping: the same cause again soon after is counted, not logged again ...
     assert not book.report("/cam", "encoding", "bad encoding")
-    book.clear("/cam")
+    # ... and its end is not news either: the node logs "valid again" only for logged faults.
+    assert not book.clear("/cam").logged
     # ... but after relog_after seconds it is news again.
     clock[0] = 61.0
     assert book.report("/cam", "encoding", "bad encoding")

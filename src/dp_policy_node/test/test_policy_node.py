@@ -330,6 +330,17 @@ def test_refused_predictions_are_never_sent(ros_processes, graph_probe, checkpoi
         assert latest.chunks_published == 0
         assert trajectories.snapshot() == [], "a refused prediction was sent"
         assert node.output().count(text) == 1
+        # One status line says what was refused and how long the node waits before trying
+        # again (dt 0.1 s doubling up to 1 s), and it does wait: back to back, this tiny model
+        # would be refused some 30 times a second.
+        assert "refused in a row, next inference after a back-off of" in latest.message
+        assert latest.message.endswith("(dt doubling per refusal, at most 1 s)")
+        if index == 0:
+            assert "(first: pusher_x_joint = nan at row 0;" in latest.message, latest.message
+            window_start = statuses.latest().predictions_rejected
+            time.sleep(3.0)
+            refused = statuses.latest().predictions_rejected - window_start
+            assert 1 <= refused <= 6, f"{refused} refusals in 3 s: no back-off"
     # With sane limits the same process serves again.
     set_parameters(graph_probe, NODE, max_step=[10.0])
     fixed_at = time.time()
@@ -371,3 +382,38 @@ def test_runs_on_simulated_time(ros_processes, graph_probe, checkpoints):
         predicted = observation + (first - (TO - 1)) * DT
         due = arrived + seconds(trajectory.points[0].time_from_start)
         assert -0.005 <= due - predicted < 0.15
+
+
+def test_default_threads_leave_cores_free_and_a_slow_node_says_so(
+    ros_processes, graph_probe, checkpoints
+):
+    """cpu_threads 0: half the cores this process may use (at least one), not one per core.
+    And a node whose inference (with latency_margin) takes more than half the chunk period
+    says so in its status while it still serves."""
+    import os
+
+    node = ros_processes.start_python_module(
+        NODE,
+        "dp_policy_node",
+        parameters={
+            "checkpoint": str(checkpoints["camera"]),
+            "autostart": True,
+            "max_step": [10.0],
+            "max_observation_age": 0.5,
+            # (Ta-1)*dt = 0.7 s; a margin of 0.4 s alone makes 2 x (p99 + margin) exceed it.
+            "latency_margin": 0.4,
+        },
+    )
+    statuses = StatusWatcher(graph_probe)
+    trajectories = TimedCollector(graph_probe, TRAJECTORY_TOPIC, JointTrajectory)
+    _feed = ObservationFeed(graph_probe)
+    assert node.wait_for_output("active:", timeout=90.0), node.output()
+    threads = max(1, len(os.sched_getaffinity(0)) // 2)
+    plural = "s" if threads != 1 else ""
+    assert f"on cpu ({threads} inference thread{plural})" in node.output(), node.output()
+    text = "inference cannot keep up with the chunk period: p99 turnaround"
+    _, running = statuses.wait_for_state(PolicyStatus.STATE_RUNNING, timeout=30.0, contains=text)
+    assert "exceeds the 0.700 s a chunk executes ((Ta-1)*dt)" in running.message
+    assert "latency_margin 0.400 s" in running.message
+    trajectories.wait_for(3, timeout=20.0)
+    assert node.output().count(text) == 1, "said once while it persists"

@@ -12,8 +12,12 @@ from dp_policy_node_test_support import ACTION_RANGE, IMAGE_TOPIC, JOINT_TOPIC, 
 from dp_policy import read_checkpoint_manifest
 from dp_policy.data_spec import data_spec_from_checkpoint
 from dp_policy_node.observation_conversion import (
+    BAD_STAMP,
+    BEYOND_FLOAT32,
+    DUPLICATE_JOINT,
     ENCODING,
     IMAGE,
+    IMPLAUSIBLE,
     MISSING_JOINT,
     NOT_FINITE,
     UNSTAMPED,
@@ -194,8 +198,8 @@ def test_conversion_uses_dp_policy_and_names_each_cause(checkpoints) -> None:
             convert(stream, message)
         assert refused.value.cause == cause and text in refused.value.message
         assert stream.topic in refused.value.message
-    picked = convert(joints, _joints(["other", *reversed(JOINTS)], [9.0, 2.0, 1.0]))
-    np.testing.assert_array_equal(picked, [1.0, 2.0])  # the checkpoint's order
+    picked = convert(joints, _joints(["other", *reversed(JOINTS)], [9.0, 0.2, 0.1]))
+    np.testing.assert_array_equal(picked, [0.1, 0.2])  # the checkpoint's order
     unstamped = _joints(JOINTS, [0.0, 0.0])
     unstamped.header.stamp.sec = 0
     with pytest.raises(ObservationRejectedError) as refused:
@@ -250,3 +254,69 @@ def test_fields_streams_read_dotted_paths_and_refuse_nan() -> None:
     with pytest.raises(ObservationRejectedError) as refused:
         convert(stream, SimpleNamespace(pose=pose))
     assert refused.value.cause == NOT_FINITE and "/pusht/block_pose" in refused.value.message
+
+
+def test_implausible_values_are_refused_at_the_door_with_their_bound(checkpoints) -> None:
+    # Training range of the tiny checkpoints: about [-0.25, 0.25] (width 0.5) per joint.
+    _, joints = plan_for(checkpoints["camera"]).streams
+    low, high = joints.plausible.low, joints.plausible.high
+    np.testing.assert_allclose(low, -1.25, atol=0.01)  # default factor 2: 2 widths outside
+    np.testing.assert_allclose(high, 1.25, atol=0.01)
+    np.testing.assert_array_equal(convert(joints, _joints(JOINTS, [1.2, -1.2])), [1.2, -1.2])
+    for value in (1.3, 1e30, -3e38):
+        with pytest.raises(ObservationRejectedError) as refused:
+            convert(joints, _joints(JOINTS, [0.0, value]))
+        assert refused.value.cause == IMPLAUSIBLE
+        message = refused.value.message
+        assert JOINT_TOPIC in message and "position of pusher_y_joint" in message
+        bound = f"[{low[1]:.4g}, {high[1]:.4g}]"
+        assert f"is {value:.4g}, outside its plausible range {bound}" in message, message
+        assert "training range [-0.2" in message and "observation_range_factor 2" in message
+
+    # Configured joint limits tighten it: beyond either widened interval is refused.
+    limited = plan_for(
+        checkpoints["camera"],
+        joint_lower_limits=[-0.1, -0.1],
+        joint_upper_limits=[0.1, 0.1],
+        observation_range_factor=1.0,
+    ).streams[1]
+    np.testing.assert_allclose(limited.plausible.high, 0.3)  # 0.1 + 1 x 0.2
+    with pytest.raises(ObservationRejectedError) as refused:
+        convert(limited, _joints(JOINTS, [0.31, 0.0]))
+    assert "and joint limits [-0.1, 0.1], each widened" in refused.value.message
+
+    # Factor 0: no range check, but the float32 range stays (inf must never reach the model).
+    unchecked = plan_for(checkpoints["camera"], observation_range_factor=0.0).streams[1]
+    np.testing.assert_array_equal(convert(unchecked, _joints(JOINTS, [1e30, 0.0])), [1e30, 0.0])
+    for plan_stream in (unchecked, joints):
+        for value in (1e39, -1e300):
+            with pytest.raises(ObservationRejectedError) as refused:
+                convert(plan_stream, _joints(JOINTS, [value, 0.0]))
+            assert refused.value.cause == BEYOND_FLOAT32
+            assert f"pusher_x_joint is {value:.4g}, beyond the float32 range" in str(refused.value)
+
+    # The measured position for the first-point check is bounded like the observations.
+    bounds = plan_for(checkpoints["camera"]).position_bounds
+    assert bounds.names == JOINTS and np.all(bounds.high < 2.0) and np.all(bounds.low > -2.0)
+
+
+def test_duplicate_joint_names_and_unnormalised_stamps_are_refused(checkpoints) -> None:
+    _, joints = plan_for(checkpoints["camera"]).streams
+    # The outside fuzz run's case: a NaN in the second pusher_x_joint. Refused for the name,
+    # whichever value would have been read.
+    message = _joints([*JOINTS, JOINTS[0]], [0.0, 0.0, math.nan])
+    with pytest.raises(ObservationRejectedError) as refused:
+        convert(joints, message)
+    assert refused.value.cause == DUPLICATE_JOINT
+    assert "names joint(s) ['pusher_x_joint'] more than once" in refused.value.message
+    many = [f"joint_{index}" for index in range(1000)]
+    with pytest.raises(ObservationRejectedError) as refused:
+        convert(joints, _joints([*many, *many], [0.0] * 2000))
+    assert "and 990 more" in refused.value.message and len(refused.value.message) < 1000
+
+    overflowing = _joints(JOINTS, [0.0, 0.0])
+    overflowing.header.stamp.nanosec = 1_000_000_000
+    with pytest.raises(ObservationRejectedError) as refused:
+        stamp_nanoseconds(overflowing, joints.topic)
+    assert refused.value.cause == BAD_STAMP
+    assert "header.stamp.nanosec 1000000000, which must be below" in refused.value.message
