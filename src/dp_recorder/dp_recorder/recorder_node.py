@@ -20,7 +20,7 @@ import signal
 import socket
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -41,7 +41,8 @@ from dp_msgs.srv import StartEpisode, StopEpisode
 from dp_recorder import episode as ep
 from dp_recorder.episode_recording import EpisodeRecording, FinishResult
 from dp_recorder.episode_writer import BagOptions, EpisodeWriter, EpisodeWriterError, TopicInfo
-from dp_recorder.message_definitions import MessageDefinitions
+from dp_recorder.message_checks import MessageCheck
+from dp_recorder.message_definitions import MessageDefinitionError, MessageDefinitions
 from dp_recorder.qos_matching import to_bag_qos
 from dp_recorder.recover import OUTCOME_RECORDING, RecoveryError, recover_bag
 from dp_recorder.topic_subscriptions import RecordedTopic, TopicRequest, TopicSubscriptions
@@ -122,6 +123,10 @@ class _Episode:
     recording: EpisodeRecording
     bag_path: Path
     started_ns: int
+    # Publishers of other types seen on recorded topics during the episode: topic -> what.
+    type_conflicts: dict[str, str] = field(default_factory=dict)
+    # (topic, cause) of refused and noted messages already named in the log.
+    logged_causes: set[tuple[str, str]] = field(default_factory=set)
 
 
 class RecorderNode(Node):
@@ -166,11 +171,11 @@ class RecorderNode(Node):
         self.create_service(StopEpisode, "~/stop_episode", self._on_stop_episode)
         self._error_guard = self.create_guard_condition(self._on_write_error)
         self._max_duration_timer = None
-        self.create_timer(self._param("graph_poll_period"), self._recorded_topics.poll_graph)
+        self.create_timer(self._param("graph_poll_period"), self._poll_graph)
         self.create_timer(self._param("status_period"), self._publish_status)
 
         self._prepare_output_dir()
-        self._recorded_topics.poll_graph()
+        self._poll_graph()
         if not requests:
             self.get_logger().warning("no topics configured: only /dp/episode is recorded")
         self.get_logger().info(
@@ -274,9 +279,10 @@ class RecorderNode(Node):
         self._episode = _Episode(info, recording, bag_path, now_ns)
         self._episode_count += 1
         self._last_end = ""
+        self._episode.type_conflicts.update(self._recorded_topics.conflicts)
         recording.add_topic(self._event_topic)
         for topic in self._recorded_topics.topics.values():
-            recording.add_topic(topic.info)
+            recording.add_topic(topic.info, self._message_check(topic))
         self._emit_event(ep.EVENT_START, notes=notes, stamp_ns=now_ns)
         # Latched messages arrived before the episode: its bag starts with them, at its start.
         for topic in self._recorded_topics.topics.values():
@@ -295,15 +301,23 @@ class RecorderNode(Node):
         episode = self._episode
         assert episode is not None
         self._cancel_max_duration()
+        # The episode ends now: what DDS received until now belongs to it, even what the
+        # executor has not taken yet (it serves this call before the rest of a backlog).
+        end_ns = self._now_ns()
+        self._take_pending(end_ns)
         event = ep.EVENT_DISCARD if outcome == ep.OUTCOME_DISCARDED else ep.EVENT_STOP
         if outcome != ep.OUTCOME_INTERRUPTED:
             # An interrupted episode has no end event, as one whose recorder was killed: nobody
             # said how it ended, and the dataset builder takes an open episode as incomplete.
-            self._emit_event(event, success=task_success, notes=notes)
+            self._emit_event(event, success=task_success, notes=notes, stamp_ns=end_ns)
         custom = ep.end_custom_data(
             outcome, task_success, notes, episode.info.notes, episode.recording.dropped
         )
+        custom["type_conflicts"] = "; ".join(
+            f"{topic}: {text}" for topic, text in sorted(episode.type_conflicts.items())
+        )
         result = episode.recording.finish(custom)
+        self._log_checks(episode, result.counters, final=True)
         self._episode = None
         bag_path = episode.bag_path
         if result.error:
@@ -390,7 +404,13 @@ class RecorderNode(Node):
 
     # Messages -----------------------------------------------------------------------------
 
-    def _on_message(self, topic: RecordedTopic, data: bytes, info: dict[str, Any]) -> None:
+    def _on_message(
+        self,
+        topic: RecordedTopic,
+        data: bytes,
+        info: dict[str, Any],
+        until_ns: int | None = None,
+    ) -> None:
         timestamp_ns = self._receive_time_ns(info)
         if topic.latched:
             gid = info.get("publisher_gid") or {}
@@ -404,11 +424,65 @@ class RecorderNode(Node):
             if not topic.latched:
                 return
             timestamp_ns = episode.started_ns
+        if until_ns is not None and timestamp_ns > until_ns:
+            return  # received after the episode's end, taken while ending it
         episode.recording.write(topic.name, timestamp_ns, data)
+
+    def _take_pending(self, until_ns: int) -> None:
+        """Hand what DDS received until ``until_ns`` and nobody took yet to the episode."""
+        limit = max(1, self._param("qos_depth"))  # a history holds no more
+        for topic in list(self._recorded_topics.topics.values()):
+            try:
+                for data, info in self._recorded_topics.take_pending(topic, limit):
+                    self._on_message(topic, data, info, until_ns)
+            except Exception as error:  # at shutdown the subscriptions may be gone already
+                if self.context.ok():
+                    self.get_logger().warning(f"{topic.name}: backlog not taken: {error}")
 
     def _on_new_topic(self, topic: RecordedTopic) -> None:
         if self._episode is not None:
-            self._episode.recording.add_topic(topic.info)
+            self._episode.recording.add_topic(topic.info, self._message_check(topic))
+
+    def _message_check(self, topic: RecordedTopic) -> MessageCheck | None:
+        # One per episode and topic: it keeps the topic's last stamp (backwards stamps).
+        try:
+            typestore = self._definitions.typestore(topic.info.msgtype)
+        except MessageDefinitionError:
+            return None  # not reached: the topic was subscribed with this definition
+        return MessageCheck(topic.info.msgtype, typestore)
+
+    def _poll_graph(self) -> None:
+        self._recorded_topics.poll_graph()
+        if self._episode is not None:
+            for name, text in self._recorded_topics.conflicts.items():
+                self._episode.type_conflicts.setdefault(name, text)
+
+    def _log_checks(self, episode: _Episode, counters: dict, final: bool = False) -> None:
+        """Name each cause of refused or noted messages once per episode; sum up at the end."""
+        name = episode.info.name
+        for topic, c in counters.items():
+            for cause in c.refusals:
+                if (topic, cause) not in episode.logged_causes:
+                    episode.logged_causes.add((topic, cause))
+                    self.get_logger().error(
+                        f"{topic}: refused a message ({cause}: {c.examples.get(cause, '')}); "
+                        "refused messages are not written to the bag, the status counts them"
+                    )
+            for cause in c.notes:
+                if (topic, cause) not in episode.logged_causes:
+                    episode.logged_causes.add((topic, cause))
+                    self.get_logger().warning(
+                        f"{topic}: noted {cause}; such messages are recorded as received, "
+                        "the status counts them"
+                    )
+            if final and c.refused:
+                causes = ", ".join(f"{n} x {cause}" for cause, n in sorted(c.refusals.items()))
+                self.get_logger().error(
+                    f"episode {name}: refused {c.refused} message(s) on {topic} ({causes})"
+                )
+            if final and c.notes:
+                causes = ", ".join(f"{n} x {cause}" for cause, n in sorted(c.notes.items()))
+                self.get_logger().warning(f"episode {name}: {topic} recorded with {causes}")
 
     def _receive_time_ns(self, info: dict[str, Any]) -> int:
         # The middleware's reception time is exact (taken before the executor ran), but it is
@@ -430,9 +504,11 @@ class RecorderNode(Node):
         status = self.status()
         self._status_publisher.publish(String(data=json.dumps(status)))
         if self._episode is not None:
+            self._log_checks(self._episode, self._episode.recording.counters_copy())
             topics = ", ".join(
                 f"{name} {t['messages']} msgs {t['bytes'] / 1e6:.1f} MB"
                 + (f" ({t['dropped']} dropped)" if t["dropped"] else "")
+                + (f" ({t['refused']} refused)" if t["refused"] else "")
                 for name, t in status["topics"].items()
             )
             self.get_logger().info(
@@ -453,9 +529,11 @@ class RecorderNode(Node):
             "topics": {},
             "queued_bytes": episode.recording.queued_bytes if episode else 0,
             "dropped": episode.recording.dropped if episode else 0,
+            "refused": 0,
             "subscribed": sorted(self._recorded_topics.topics),
             "waiting_for_publishers": self._recorded_topics.waiting_for(),
             "last_end": self._last_end,
+            "type_conflicts": dict(self._recorded_topics.conflicts),
         }
         if episode:
             for name, counters in episode.recording.counters_copy().items():
@@ -463,7 +541,11 @@ class RecorderNode(Node):
                     "messages": counters.messages,
                     "bytes": counters.bytes,
                     "dropped": counters.dropped,
+                    "refused": counters.refused,
+                    "refusals": counters.refusals,
+                    "notes": counters.notes,
                 }
+                status["refused"] += counters.refused
         return status
 
     # Start-up -----------------------------------------------------------------------------

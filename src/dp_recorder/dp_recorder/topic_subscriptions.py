@@ -8,6 +8,14 @@ a subscription that a new publisher cannot serve (a best-effort publisher after 
 is recreated. A topic whose publishers disappear keeps its subscription: when they come back,
 recording goes on.
 
+A topic has one type in a bag. Publishers of another type on a recorded topic (a second driver,
+a misconfigured node) are not recorded: DDS never delivers their messages to a subscription of
+the recorded type. They are named in ``conflicts`` (the status and the bag's custom data) and in
+the log, once per type, and they are left out of the QoS choice: a best-effort publisher of the
+wrong type must not turn the subscription of the right one best effort. When a topic's type is
+configured, its publishers of that type are recorded whatever else appears on it; otherwise a
+topic whose publishers disagree on the type from the start is not recorded, as the log says.
+
 Latched (transient-local) topics deliver their message once, usually long before an episode
 starts; the latest message of each of their publishers is kept, so that every episode's bag
 starts with them.
@@ -16,7 +24,7 @@ starts with them.
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -89,6 +97,7 @@ class TopicSubscriptions:
         self._on_message = on_message
         self._on_new_topic = on_new_topic
         self.topics: dict[str, RecordedTopic] = {}
+        self.conflicts: dict[str, str] = {}  # topic: what is published on it and not recorded
         self._reported: set[tuple[str, str]] = set()
 
     @property
@@ -104,30 +113,65 @@ class TopicSubscriptions:
         for name, request in self._requests.items():
             publishers = self._node.get_publishers_info_by_topic(name)
             if not publishers:
+                self._set_conflict(name, "")
                 continue
             recorded = self.topics.get(name)
             if recorded is None:
                 self._subscribe(name, request, publishers)
-            elif not all(is_compatible(recorded.qos, p.qos_profile) for p in publishers):
-                self._resubscribe(recorded, publishers)
+                continue
+            matching = self._note_other_types(recorded, publishers)
+            if not all(is_compatible(recorded.qos, p.qos_profile) for p in matching):
+                self._resubscribe(recorded, matching)
+
+    def take_pending(self, topic: RecordedTopic, limit: int) -> Iterator[tuple[bytes, dict]]:
+        """Messages that DDS has received for ``topic`` and the executor has not taken yet.
+
+        The executor takes one message per subscription per turn and then serves a waiting
+        service call: a stop request would end the episode before a backlog the recorder had
+        already received. The node takes the backlog itself before it closes the bag. (rclpy
+        has no public take; this is what its executor calls.)
+        """
+        return _take(topic.subscription, limit)
+
+    def _note_other_types(self, recorded: RecordedTopic, publishers: list) -> list:
+        """Name the publishers of other types as a conflict; the publishers of the topic's."""
+        msgtype = recorded.info.msgtype
+        others = sorted({_type_of(p) for p in publishers} - {msgtype})
+        text = (
+            f"publishers of another type ({', '.join(others)}) on the topic; recording "
+            f"{msgtype} only, messages of {', '.join(others)} are not recorded"
+        )
+        self._set_conflict(recorded.name, text if others else "")
+        return [p for p in publishers if _type_of(p) == msgtype]
+
+    def _set_conflict(self, name: str, text: str) -> None:
+        previous = self.conflicts.get(name, "")
+        if text == previous:
+            return
+        if text:
+            self.conflicts[name] = text
+            self._node.get_logger().error(f"{name}: {text}")
+        else:
+            del self.conflicts[name]
+            self._node.get_logger().info(f"{name}: no publisher of another type any more")
 
     def _subscribe(self, name: str, request: TopicRequest, publishers: list) -> None:
-        graph_types = sorted({p.topic_type for p in publishers})
+        graph_types = sorted({_type_of(p) for p in publishers})
         msgtype = request.msgtype or (graph_types[0] if len(graph_types) == 1 else "")
         if not msgtype:
-            self._report_once(
-                name,
-                "types",
-                f"not recording {name}: its publishers disagree on the type ({graph_types}); "
-                "give the type in the topics parameter (name=pkg/msg/Type)",
+            self.conflicts[name] = (
+                f"publishers disagree on the type ({', '.join(graph_types)}): not recorded; "
+                "give the type in the topics parameter (name=pkg/msg/Type)"
             )
+            self._report_once(name, "types", f"not recording {name}: {self.conflicts[name]}")
             return
-        if any(t != msgtype for t in graph_types):
-            self._report_once(
-                name,
-                "mismatch",
-                f"not recording {name}: configured as {msgtype}, published as {graph_types}",
+        matching = [p for p in publishers if _type_of(p) == msgtype]
+        others = [t for t in graph_types if t != msgtype]
+        if not matching:
+            self.conflicts[name] = (
+                f"configured as {msgtype}, published as {', '.join(others)}: not recorded"
             )
+            self._report_once(name, "mismatch", f"not recording {name}: {self.conflicts[name]}")
             return
         try:
             definition = self._definitions.get(msgtype)
@@ -135,7 +179,8 @@ class TopicSubscriptions:
         except (MessageDefinitionError, ImportError, AttributeError) as error:
             self._report_once(name, "type", f"not recording {name}: {error}")
             return
-        profiles = [p.qos_profile for p in publishers]
+        self.conflicts.pop(name, None)
+        profiles = [p.qos_profile for p in matching]
         qos = subscription_qos(profiles, self._depth)
         info = TopicInfo(name, definition, tuple(to_bag_qos(p) for p in profiles))
         recorded = RecordedTopic(info, qos, None)  # type: ignore[arg-type]
@@ -143,6 +188,7 @@ class TopicSubscriptions:
         self.topics[name] = recorded
         self._node.get_logger().info(f"recording {name} ({msgtype}; {describe(qos)})")
         self._on_new_topic(recorded)
+        self._note_other_types(recorded, publishers)
 
     def _resubscribe(self, recorded: RecordedTopic, publishers: list) -> None:
         profiles = [p.qos_profile for p in publishers]
@@ -155,6 +201,9 @@ class TopicSubscriptions:
         # The new subscription exists before the old one goes, so that no publisher that both
         # serve is missed in between.
         recorded.subscription = self._create(message_class_of(recorded.info.msgtype), recorded)
+        # What the old one received and nobody took yet would go with it.
+        for data, info in _take(old, self._depth):
+            self._on_message(recorded, data, info)
         self._node.destroy_subscription(old)
         self._node.get_logger().info(
             f"{recorded.name}: publishers changed, now subscribed with {describe(qos)}"
@@ -172,6 +221,24 @@ class TopicSubscriptions:
         if (topic, kind) not in self._reported:
             self._reported.add((topic, kind))
             self._node.get_logger().error(text)
+
+
+def _take(subscription: Subscription, limit: int) -> Iterator[tuple[bytes, dict]]:
+    """Up to ``limit`` messages waiting in ``subscription``, as its executor would take them."""
+    for _ in range(limit):
+        with subscription.handle:
+            taken = subscription.handle.take_message(subscription.msg_type, subscription.raw)
+        if taken is None:
+            return
+        yield taken
+
+
+def _type_of(publisher: Any) -> str:
+    """The type of a publisher in the graph, "pkg/msg/Name" (as the graph says, if odd)."""
+    try:
+        return normalize_type_name(publisher.topic_type)
+    except MessageDefinitionError:
+        return publisher.topic_type
 
 
 def message_class_of(msgtype: str) -> type:
