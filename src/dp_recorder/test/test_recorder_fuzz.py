@@ -163,6 +163,14 @@ class Streams:
         self.sent: dict[str, list[tuple[str, int]]] = {camera: [], joints: []}
         self.garbage: Counter[str] = Counter()
 
+    def add_joint_states(self, probe, topic: str) -> None:
+        """A further JointState publisher (one that appears late)."""
+        qos = QoSProfile(depth=2000, reliability=ReliabilityPolicy.RELIABLE)
+        with self.lock:
+            self.publishers[topic] = probe.node.create_publisher(JointState, topic, qos)
+            self.types[topic] = "sensor_msgs/msg/JointState"
+            self.sent[topic] = []
+
     def valid(self, topic: str) -> str:
         with self.lock:
             seq, self.seq = self.seq, self.seq + 1
@@ -255,6 +263,9 @@ def test_the_recorder_under_malformed_input_type_changes_and_a_service_storm(
     uid = f"fuzz{int(time.time() * 1000) % 100000}"
     node = f"recorder_{uid}"
     camera, joints = f"/{uid}/camera", f"/{uid}/joint_states"
+    # A topic with a configured type whose first publisher has another type; the right one
+    # comes later.
+    pinned = f"/{uid}/gripper_states"
     output_dir = tmp_path / "demos"
     problems: list[str] = []
     statuses = graph_probe.collect(f"/{node}/status", String)
@@ -264,7 +275,11 @@ def test_the_recorder_under_malformed_input_type_changes_and_a_service_storm(
         node,
         "dp_recorder",
         parameters={
-            "topics": [camera, f"{joints}=sensor_msgs/msg/JointState"],
+            "topics": [
+                camera,
+                f"{joints}=sensor_msgs/msg/JointState",
+                f"{pinned}=sensor_msgs/msg/JointState",
+            ],
             "output_dir": str(output_dir),
             "graph_poll_period": 0.1,
             "status_period": 0.2,
@@ -395,14 +410,15 @@ def test_the_recorder_under_malformed_input_type_changes_and_a_service_storm(
                 "topics": [
                     f"{camera}=sensor_msgs/msg/JointState",
                     f"{joints}=sensor_msgs/msg/Image",
+                    f"{pinned}=sensor_msgs/msg/Image",
                 ]
             },
         )
         try:
             graph_probe.wait_until(
-                lambda: len(last_status().get("type_conflicts", {})) == 2,
+                lambda: len(last_status().get("type_conflicts", {})) == 3,
                 10.0,
-                "the status names both type conflicts",
+                "the status names the three type conflicts",
             )
         except TimeoutError as error:
             problems.append(f"type change: {error}; status {last_status()}")
@@ -467,10 +483,24 @@ def test_the_recorder_under_malformed_input_type_changes_and_a_service_storm(
     valid.stop()
     storm_published = {t: list(s[storm_mark[t] :]) for t, s in streams.sent.items()}
     storm_started: list[str] = []
+    refusals: Counter[str] = Counter()  # what the storm's failed calls said, by kind
     for kind, request, future in calls:
         if not future.done():
             continue
         response = future.result()
+        if not response.success:
+            said = response.message
+            refusals[
+                "running"
+                if "being recorded already" in said
+                else "exists"
+                if "exists already" in said
+                else "no task"
+                if "no task given" in said
+                else "idle"
+                if "no episode is being recorded" in said
+                else f"other: {said}"
+            ] += 1
         if kind == "start" and response.success:
             storm_started.append(response.episode_name)
         elif kind == "stop" and response.success:
@@ -480,8 +510,9 @@ def test_the_recorder_under_malformed_input_type_changes_and_a_service_storm(
     if len(set(storm_started)) != len(storm_started):
         problems.append(f"storm: episode names started twice: {storm_started}")
     started_names.extend(storm_started)
-    if not storm_started:
-        problems.append("storm: not one episode started")
+    # The storm must have tried every kind of wrong call, and answered each with its reason.
+    if len(storm_started) < 3 or set(refusals) != {"running", "exists", "no task", "idle"}:
+        problems.append(f"storm: {len(storm_started)} episodes, refusals {dict(refusals)}")
 
     # Each storm bag: its end event and outcome as the stop request said; the valid messages
     # published well inside its window all there, none of them in two bags.
@@ -528,10 +559,25 @@ def test_the_recorder_under_malformed_input_type_changes_and_a_service_storm(
     if twice:
         problems.append(f"storm: valid messages in two bags: {twice[:10]}")
 
-    # 4. Still alive, still recording everything. ---------------------------------------------
+    # 4. Still alive, still recording everything, and the right type on the pinned topic. -----
+    if not any(pinned in x and "not recorded" in x for x in recorder.output().splitlines()):
+        problems.append(f"pinned topic: no log line says that {pinned} is not recorded")
+    streams.add_joint_states(graph_probe, pinned)
+    subscribed = f"recording {pinned} (sensor_msgs/msg/JointState"
+    if not recorder.wait_for_output(subscribed, 10.0):
+        problems.append(f"pinned topic: {pinned} not subscribed once a JointState publisher came")
+        assert not problems, "\n".join(problems)  # the rest would only time out
+    graph_probe.wait_until(
+        lambda: streams.publishers[pinned].get_subscription_count() >= 1,
+        10.0,
+        f"the recorder subscribed to {pinned}",
+    )
+    time.sleep(0.5)  # the recorder discovers the publisher after it discovers the recorder
+
     def last_phase() -> None:
         for _ in range(100):
             streams.valid(joints)
+            streams.valid(pinned)
             if rng.random() < 0.2:
                 streams.valid(camera)
             time.sleep(0.002)
