@@ -24,6 +24,8 @@ starts with them.
 from __future__ import annotations
 
 import importlib
+import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -59,12 +61,33 @@ class TopicRequest:
 
 @dataclass
 class RecordedTopic:
-    """A topic with its subscription."""
+    """A topic with its subscription (and, after a QoS change, the one it replaces)."""
 
     info: TopicInfo
     qos: QoSProfile
     subscription: Subscription
     latched_messages: dict[bytes, tuple[int, bytes]] = field(default_factory=dict)
+    # Replaced subscriptions, kept until the new one serves every publisher: (it, since when).
+    retiring: list[tuple[Subscription, float]] = field(default_factory=list)
+    matched_since: float | None = None  # when the current one was first seen matched
+    # (publisher gid, sequence number) of the latest samples taken, so that a sample that the
+    # old and the new subscription both receive is recorded once.
+    recent: OrderedDict[tuple[bytes, int], None] = field(default_factory=OrderedDict)
+    recent_limit: int = 2000
+
+    def first_delivery(self, info: dict[str, Any]) -> bool:
+        """False for a sample taken already (through another subscription of the topic)."""
+        gid = (info.get("publisher_gid") or {}).get("data")
+        sequence = info.get("publication_sequence_number")
+        if not gid or not sequence:
+            return True  # an rmw that does not say: nothing to compare
+        key = (bytes(gid), sequence)
+        if key in self.recent:
+            return False
+        self.recent[key] = None
+        if len(self.recent) > self.recent_limit:
+            self.recent.popitem(last=False)
+        return True
 
     @property
     def name(self) -> str:
@@ -76,6 +99,14 @@ class RecordedTopic:
 
 
 MessageCallback = Callable[[RecordedTopic, bytes, dict[str, Any]], None]
+
+
+# Seconds a replaced subscription is kept at most while its successor is not matched with every
+# publisher (a publisher that never matches must not keep it forever).
+RETIRE_TIMEOUT_S = 10.0
+# Seconds it is kept after its successor is matched: the subscription learns of a publisher
+# before that publisher learns of it and starts sending to it.
+RETIRE_GRACE_S = 1.0
 
 
 class TopicSubscriptions:
@@ -114,12 +145,15 @@ class TopicSubscriptions:
             publishers = self._node.get_publishers_info_by_topic(name)
             if not publishers:
                 self._set_conflict(name, "")
+                if name in self.topics:
+                    self._retire(self.topics[name], 0)
                 continue
             recorded = self.topics.get(name)
             if recorded is None:
                 self._subscribe(name, request, publishers)
                 continue
             matching = self._note_other_types(recorded, publishers)
+            self._retire(recorded, len(matching))
             if not all(is_compatible(recorded.qos, p.qos_profile) for p in matching):
                 self._resubscribe(recorded, matching)
 
@@ -131,7 +165,10 @@ class TopicSubscriptions:
         already received. The node takes the backlog itself before it closes the bag. (rclpy
         has no public take; this is what its executor calls.)
         """
-        return _take(topic.subscription, limit)
+        for subscription in [topic.subscription, *(old for old, _ in topic.retiring)]:
+            for data, info in _take(subscription, limit):
+                if topic.first_delivery(info):
+                    yield data, info
 
     def _note_other_types(self, recorded: RecordedTopic, publishers: list) -> list:
         """Name the publishers of other types as a conflict; the publishers of the topic's."""
@@ -184,6 +221,7 @@ class TopicSubscriptions:
         qos = subscription_qos(profiles, self._depth)
         info = TopicInfo(name, definition, tuple(to_bag_qos(p) for p in profiles))
         recorded = RecordedTopic(info, qos, None)  # type: ignore[arg-type]
+        recorded.recent_limit = 2 * max(1, self._depth)  # a history holds at most depth
         recorded.subscription = self._create(message_class, recorded)
         self.topics[name] = recorded
         self._node.get_logger().info(f"recording {name} ({msgtype}; {describe(qos)})")
@@ -198,20 +236,44 @@ class TopicSubscriptions:
         recorded.info = TopicInfo(
             recorded.info.name, recorded.info.definition, tuple(to_bag_qos(p) for p in profiles)
         )
-        # The new subscription exists before the old one goes, so that no publisher that both
-        # serve is missed in between.
+        # The old subscription stays until the new one is matched with every publisher (DDS
+        # takes a moment; a reliable stream would lose what it sends meanwhile); samples that
+        # both receive are recorded once (first_delivery).
         recorded.subscription = self._create(message_class_of(recorded.info.msgtype), recorded)
-        # What the old one received and nobody took yet would go with it.
-        for data, info in _take(old, self._depth):
-            self._on_message(recorded, data, info)
-        self._node.destroy_subscription(old)
+        recorded.retiring.append((old, time.monotonic()))
+        recorded.matched_since = None
         self._node.get_logger().info(
             f"{recorded.name}: publishers changed, now subscribed with {describe(qos)}"
         )
 
+    def _retire(self, recorded: RecordedTopic, publishers: int) -> None:
+        """Destroy replaced subscriptions once the current one serves ``publishers``."""
+        if not recorded.retiring:
+            return
+        now = time.monotonic()
+        if recorded.subscription.get_publisher_count() < publishers:
+            recorded.matched_since = None
+        elif recorded.matched_since is None:
+            recorded.matched_since = now
+        matched = recorded.matched_since is not None and now - recorded.matched_since > (
+            RETIRE_GRACE_S
+        )
+        keep = []
+        for old, since in recorded.retiring:
+            if matched or now - since > RETIRE_TIMEOUT_S:
+                # What it received and nobody took yet would go with it.
+                for data, info in _take(old, self._depth):
+                    if recorded.first_delivery(info):
+                        self._on_message(recorded, data, info)
+                self._node.destroy_subscription(old)
+            else:
+                keep.append((old, since))
+        recorded.retiring = keep
+
     def _create(self, message_class: type, recorded: RecordedTopic) -> Subscription:
         def callback(data: bytes, info: dict[str, Any]) -> None:
-            self._on_message(recorded, data, info)
+            if recorded.first_delivery(info):
+                self._on_message(recorded, data, info)
 
         return self._node.create_subscription(
             message_class, recorded.name, callback, recorded.qos, raw=True

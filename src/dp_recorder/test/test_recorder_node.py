@@ -467,3 +467,48 @@ def test_latched_qos_is_used_only_for_latched_topics(ros_processes, graph_probe,
     messages = read_bag(Path(started.bag_path))
     assert [m.data for _, m, _ in messages[s.description]] == [pattern_text(7).data]
     assert stopped.success
+
+
+def test_a_best_effort_publisher_joining_mid_episode_loses_and_duplicates_nothing(
+    ros_processes, graph_probe, tmp_path
+) -> None:
+    """The subscription is recreated best effort; the reliable stream must not notice: the old
+    subscription stays until the new one is matched, and samples both receive count once."""
+    s = Setup(tmp_path)
+    count = 1600  # 8 s: the change (discovery takes up to 3 s here) comes mid-stream
+    status = s.collect_status(graph_probe)
+    recorder = s.start_recorder(ros_processes, [s.joints])
+    reliable = s.start_publisher(
+        ros_processes, "reliable", joint_topic=s.joints, joint_rates=[200.0], joint_counts=[count]
+    )
+    assert recorder.wait_for_output(f"recording {s.joints}", 20.0), recorder.output()
+    assert s.start_episode(graph_probe).success
+    wait_recorded(status, {s.joints: 1})
+    s.start_publisher(
+        ros_processes,
+        "best_effort",
+        joint_topic=s.joints,
+        joint_rates=[20.0],
+        joint_counts=[0],
+        start_index=100_000,
+        reliability="best_effort",
+        wait_for_subscribers=0,
+    )
+    assert recorder.wait_for_output("publishers changed", 20.0), recorder.output()
+    assert f"published {count} messages" not in reliable.output(), "the change came too late"
+    wait_published(reliable, s.joints, count)
+    time.sleep(0.5)
+    stopped = s.stop_episode(graph_probe, task_success=True)
+    assert stopped.success, stopped.message
+
+    indices = [
+        m.header.stamp.sec for m in decoded(read_bag(Path(stopped.bag_path))[s.joints], JointState)
+    ]
+    reliable_part = [i for i in indices if i < 100_000]
+    assert len(indices) - len(reliable_part) >= 10  # the best-effort stream is recorded too
+    first = reliable_part[0]
+    assert sorted(reliable_part) == list(range(first, count)), (
+        f"reliable stream from {first}: missing "
+        f"{sorted(set(range(first, count)) - set(reliable_part))[:20]}, "
+        f"{len(reliable_part) - len(set(reliable_part))} duplicates"
+    )
