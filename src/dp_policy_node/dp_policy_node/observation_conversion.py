@@ -32,6 +32,7 @@ NOT_FINITE = "not_finite"
 IMPLAUSIBLE = "implausible"
 BEYOND_FLOAT32 = "beyond_float32"
 BAD_STAMP = "bad_stamp"
+UNDECODABLE = "undecodable"  # bytes that do not deserialise as the topic's type
 MALFORMED = "malformed"
 UNSTAMPED = "unstamped"
 OUT_OF_ORDER = "out_of_order"

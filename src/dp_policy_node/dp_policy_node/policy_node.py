@@ -20,6 +20,7 @@ inference_worker, trajectory_builder, markers); this class connects them to topi
 
 from __future__ import annotations
 
+import functools
 import importlib
 import sys
 import time
@@ -36,6 +37,7 @@ from rclpy.lifecycle import Node as LifecycleNode
 from rclpy.lifecycle import State, TransitionCallbackReturn
 from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from rclpy.serialization import deserialize_message
 
 from dp_msgs.msg import ActionChunk, PolicyStatus
 from dp_policy_node import ros_messages
@@ -49,6 +51,7 @@ from dp_policy_node.observation_buffers import (
     to_ns,
 )
 from dp_policy_node.observation_conversion import (
+    UNDECODABLE,
     ObservationRejectedError,
     convert,
     stamp_nanoseconds,
@@ -357,12 +360,16 @@ class PolicyNode(LifecycleNode):
         try:
             entities.publishers = self._create_publishers(settings)
             for stream in plan.streams:
+                # Raw: bytes that do not deserialise as the type are then refused here, counted
+                # and said once, instead of being dropped inside the executor's take, where
+                # each one printed an rcutils error (eight lines) and nothing else noticed.
                 entities.subscriptions.append(
                     self.create_subscription(
                         classes[stream.key],
                         stream.topic,
-                        lambda message, stream=stream: self._on_observation(stream, message),
+                        functools.partial(self._on_observation, stream, classes[stream.key]),
                         qos_profile_sensor_data,
+                        raw=True,
                     )
                 )
             entities.results_ready = self.create_guard_condition(self._on_results)
@@ -483,13 +490,14 @@ class PolicyNode(LifecycleNode):
 
     # -- observations ---------------------------------------------------------------------------
 
-    def _on_observation(self, stream: ObservationStream, message: Any) -> None:
+    def _on_observation(self, stream: ObservationStream, cls: type, data: bytes) -> None:
         session = self._session
         if session is None or not session.active:
             return
         self._counters.observations_received += 1
         now = self._now_ns()
         try:
+            message = _deserialize(data, cls, stream)
             stamp = stamp_nanoseconds(message, stream.topic)
             value = convert(stream, message)
             session.buffers.add(stream.key, stamp, value, now)
@@ -816,6 +824,18 @@ class PolicyNode(LifecycleNode):
 
     def _now_ns(self) -> int:
         return self.get_clock().now().nanoseconds
+
+
+def _deserialize(data: bytes, cls: type, stream: ObservationStream) -> Any:
+    try:
+        return deserialize_message(data, cls)
+    except Exception as error:  # rclpy raises its RMWError; any failure means the same here
+        raise ObservationRejectedError(
+            UNDECODABLE,
+            f"a message on {stream.topic} does not deserialise as {stream.message_type} "
+            f"({len(data)} bytes; {error}): a publisher of another type definition, or "
+            f"corrupted data",
+        ) from error
 
 
 def _threads_text(threads: int) -> str:
