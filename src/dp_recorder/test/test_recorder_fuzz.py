@@ -372,12 +372,23 @@ def test_the_recorder_under_malformed_input_type_changes_and_a_service_storm(
             streams.valid(joints)
         for _ in range(30):
             streams.valid(camera)
+        # The status counts what was refused, per topic, while the episode runs.
+        streams.acknowledged()
+        expected = {topic: streams.garbage[topic] - garbage_before[topic] for topic in junk}
+
+        def refused_in_status() -> dict[str, int]:
+            topics = last_status().get("topics", {})
+            return {topic: topics.get(topic, {}).get("refused", 0) for topic in junk}
+
+        try:
+            graph_probe.wait_until(lambda: refused_in_status() == expected, 10.0, "status")
+        except TimeoutError:
+            problems.append(f"status: refused {refused_in_status()}, {expected} were refused")
 
     garbage_before = Counter(streams.garbage)
     bag, published = controlled_episode("malformed", malformed_phase)
     check_exact(bag, published, "malformed episode")
     refused = streams.garbage - garbage_before
-    status = last_status()
     graph_probe.wait_until(lambda: last_status().get("state") == "idle", 5.0, "status idle")
     log = recorder.output()
     for topic, count in refused.items():
@@ -396,7 +407,6 @@ def test_the_recorder_under_malformed_input_type_changes_and_a_service_storm(
     for cause in ("nanosec", "non-finite", "duplicate joint names"):
         if not any(cause in x and "noted" in x for x in log.splitlines()):
             problems.append(f"malformed episode: no log line notes {cause!r}")
-    del status
 
     # 2. A publisher of another type appears on both recorded topics mid-episode. -------------
     def type_change_phase() -> None:
