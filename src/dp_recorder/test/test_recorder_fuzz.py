@@ -458,8 +458,21 @@ def test_the_recorder_under_malformed_input_type_changes_and_a_service_storm(
     valid = ValidStream(streams)
     valid.start()
     storm_mark = streams.mark()
-    first = StopEpisode.Request(task_success=True)  # a stop without start
-    calls.append(("stop", first, clients["stop"][0].call_async(first)))
+    # First, one call after the other, each kind of wrong call (whatever the waves below bring
+    # by chance) and one episode long enough for the check of its messages.
+    prelude: list[tuple[str, Any, float]] = [
+        ("stop", StopEpisode.Request(task_success=True), 0.0),  # nothing to stop
+        ("start", StartEpisode.Request(task="  "), 0.0),  # no task
+        ("start", StartEpisode.Request(task="storm", episode_name="twice"), 1.0),
+        ("start", StartEpisode.Request(task="storm"), 0.0),  # one is running
+        ("stop", StopEpisode.Request(task_success=True), 0.0),
+        ("start", StartEpisode.Request(task="storm", episode_name="twice"), 0.0),  # exists
+    ]
+    for kind, request, pause_s in prelude:
+        future = clients[kind][0].call_async(request)
+        calls.append((kind, request, future))
+        graph_probe.wait_until(future.done, 60.0, f"response of {kind}_episode")
+        time.sleep(pause_s)
     for _ in range(12):
         wave = []
         for _ in range(rng.randint(2, 6)):
@@ -527,6 +540,7 @@ def test_the_recorder_under_malformed_input_type_changes_and_a_service_storm(
     # Each storm bag: its end event and outcome as the stop request said; the valid messages
     # published well inside its window all there, none of them in two bags.
     seen: Counter[str] = Counter()
+    checked = 0  # valid messages that had to be in a storm bag
     for name in storm_started:
         if name not in stop_requests:
             problems.append(f"storm: {name} started but never stopped successfully")
@@ -556,6 +570,7 @@ def test_the_recorder_under_malformed_input_type_changes_and_a_service_storm(
             recorded = frame_ids(messages.get(topic, []))
             seen.update(recorded)
             inside = [f for f, t in storm_published[topic] if start_ns < t < stop_ns - 250_000_000]
+            checked += len(inside)
             missing = sorted(set(inside) - set(recorded), key=_seq)
             if missing:
                 problems.append(
@@ -568,6 +583,9 @@ def test_the_recorder_under_malformed_input_type_changes_and_a_service_storm(
     twice = [f for f, n in seen.items() if n > 1]
     if twice:
         problems.append(f"storm: valid messages in two bags: {twice[:10]}")
+    if checked < 50:
+        problems.append(f"storm: only {checked} valid messages fell well inside an episode")
+    print(f"storm: {len(calls)} calls, {len(storm_started)} episodes, {checked} messages checked")
 
     # 4. Still alive, still recording everything, and the right type on the pinned topic. -----
     if not any(pinned in x and "not recorded" in x for x in recorder.output().splitlines()):
