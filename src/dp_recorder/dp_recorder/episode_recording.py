@@ -217,7 +217,7 @@ class EpisodeRecording:
     def _checked(self, item: _Message, check: MessageCheck) -> bool:
         """Count what the check says about the message; False when it is refused."""
         try:
-            verdict = check.check(item.data)
+            verdict = check.check(item.data, item.timestamp_ns)
         except Exception as error:
             # A fault of the check, not of the bag: the message is written, the fault noted
             # (the writer's own errors stop the episode; this one must not).

@@ -35,6 +35,7 @@ NOTE_NANOSEC = "header.stamp.nanosec >= 1e9"
 NOTE_ZERO_STAMP = "header.stamp is zero"
 NOTE_NEGATIVE_STAMP = "header.stamp is negative"
 NOTE_BACKWARDS = "header.stamp earlier than the previous message's"
+NOTE_FUTURE = "header.stamp more than 1 s after its receive time"
 NOTE_EMPTY_IMAGE = "empty image (width or height 0)"
 NOTE_ENCODING = "unknown image encoding"
 NOTE_STEP = "image step smaller than width * bytes per pixel"
@@ -44,6 +45,8 @@ NOTE_JOINT_LENGTHS = "joint arrays longer or shorter than name"
 NOTE_NON_FINITE = "non-finite joint values (NaN or inf)"
 NOTE_DUPLICATE_NAMES = "duplicate joint names"
 
+# Beyond clock offsets between synchronised computers (chrony/PTP: well below this).
+_FUTURE_TOLERANCE_NS = 1_000_000_000
 _CDR_ENCAPSULATIONS = (b"\x00\x00", b"\x00\x01")  # CDR big and little endian: what rosbags reads
 
 _PIXEL_BYTES = {
@@ -97,7 +100,8 @@ class MessageCheck:
         self._has_header = header is not None and header[1] == "std_msgs/msg/Header"
         self._previous_stamp: tuple[int, int] | None = None
 
-    def check(self, data: bytes | memoryview) -> Verdict:
+    def check(self, data: bytes | memoryview, received_ns: int | None = None) -> Verdict:
+        """The verdict on one serialised message received at ``received_ns`` (if known)."""
         if len(data) < 4 or bytes(data[:2]) not in _CDR_ENCAPSULATIONS:
             return Verdict(REFUSED_ENCAPSULATION, f"first bytes {bytes(data[:4]).hex() or 'none'}")
         try:
@@ -107,7 +111,7 @@ class MessageCheck:
             return Verdict(cause, f"{type(error).__name__}: {error}")
         notes: list[str] = []
         if self._has_header:
-            self._check_stamp(message.header.stamp, notes)
+            self._check_stamp(message.header.stamp, received_ns, notes)
         if self.msgtype == "sensor_msgs/msg/Image":
             _check_image(message, notes)
         elif self.msgtype == "sensor_msgs/msg/CompressedImage":
@@ -117,8 +121,12 @@ class MessageCheck:
             _check_joint_state(message, notes)
         return Verdict(notes=tuple(notes))
 
-    def _check_stamp(self, stamp: Any, notes: list[str]) -> None:
+    def _check_stamp(self, stamp: Any, received_ns: int | None, notes: list[str]) -> None:
         sec, nanosec = int(stamp.sec), int(stamp.nanosec)
+        if received_ns is not None and sec * 1_000_000_000 + nanosec > (
+            received_ns + _FUTURE_TOLERANCE_NS
+        ):
+            notes.append(NOTE_FUTURE)
         if nanosec >= 1_000_000_000:
             notes.append(NOTE_NANOSEC)
         if sec == 0 and nanosec == 0:

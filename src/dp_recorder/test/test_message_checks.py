@@ -123,6 +123,14 @@ def test_odd_but_decodable_messages_are_written_with_a_note(
     assert verdict.refused == "" and note in verdict.notes
 
 
+def test_a_stamp_from_the_future_is_noted() -> None:
+    check = check_of(JOINT_STATE)
+    sent = 100 * 10**9  # joints() stamps its messages at 100 s
+    assert check.check(joints(), received_ns=sent - 900_000_000) == mc.Verdict()
+    assert mc.NOTE_FUTURE in check.check(joints(), received_ns=sent - 1_100_000_000).notes
+    assert check.check(joints()) == mc.Verdict()  # receive time unknown
+
+
 def test_a_stamp_earlier_than_the_previous_one_is_noted() -> None:
     check = check_of(JOINT_STATE)
     assert check.check(joint_state_cdr(5)) == mc.Verdict()
@@ -173,7 +181,7 @@ def test_a_recording_refuses_undecodable_bytes_and_keeps_the_bag_readable(
 
 def test_a_failing_check_writes_the_message_and_notes_it(tmp_path: Path) -> None:
     class Broken(mc.MessageCheck):
-        def check(self, data: bytes | memoryview) -> mc.Verdict:
+        def check(self, data: bytes | memoryview, received_ns: int | None = None) -> mc.Verdict:
             raise RuntimeError("a bug in the check")
 
     topic = TopicInfo("/joint_states", DEFINITIONS.get(JOINT_STATE))

@@ -100,6 +100,8 @@ def malformed_images(rng: random.Random, start: int) -> list[Image]:
     zero.header.stamp.sec = 0
     backwards = image(height=12, width=16, encoding="rgb8", step=48, data=bytes(12 * 48))
     backwards.header.stamp.sec = -5
+    future = image(height=12, width=16, encoding="rgb8", step=48, data=bytes(12 * 48))
+    future.header.stamp.sec = int(time.time()) + 3600
     long_id = image(height=12, width=16, encoding="rgb8", step=48, data=bytes(12 * 48))
     long_id.header.frame_id += ":" + "x" * 100_000
     rng.shuffle(cases)
@@ -401,7 +403,7 @@ def test_the_recorder_under_malformed_input_type_changes_and_a_service_storm(
             f"malformed episode: custom data refused_messages "
             f"{bag_custom.get('refused_messages')!r}, {sum(refused.values())} were refused"
         )
-    for cause in ("nanosec", "data size", "non-finite", "duplicate"):
+    for cause in ("nanosec", "data size", "non-finite", "duplicate", "after its receive time"):
         if cause not in bag_custom.get("anomalies", ""):
             problems.append(f"malformed episode: anomalies in custom data lack {cause!r}")
     for cause in ("nanosec", "non-finite", "duplicate joint names"):
