@@ -119,10 +119,63 @@ def _image(stream: ObservationStream, message: Any) -> np.ndarray:
                 f"image on {stream.topic} has encoding {encoding!r}, which is not supported: "
                 f"publish one of {', '.join(SUPPORTED_ENCODINGS)} (or a CompressedImage topic)",
             )
+    else:
+        _check_compressed_size(stream, bytes(message.data))
     try:
         return image_to_chw(message, stream.shape, compressed=stream.compressed)
     except ConversionError as error:
         raise ObservationRejectedError(IMAGE, f"image on {stream.topic}: {error}") from error
+
+
+def _check_compressed_size(stream: ObservationStream, data: bytes) -> None:
+    """Refuse a compressed image by its header, before decoding: a 1 MB PNG that declares
+    20000x20000 pixels decodes to 1.2 GB and held the executor for 8 s."""
+    size = compressed_image_size(data)
+    if size is None:
+        raise ObservationRejectedError(
+            IMAGE,
+            f"compressed image on {stream.topic} ({len(data)} bytes) is neither a JPEG nor a "
+            f"PNG with a readable header",
+        )
+    width, height = size
+    if (height, width) != tuple(stream.shape[1:]):
+        raise ObservationRejectedError(
+            IMAGE,
+            f"image on {stream.topic}: image is {width}x{height}, the policy expects "
+            f"{stream.shape[2]}x{stream.shape[1]} (not decoded)",
+        )
+
+
+# JPEG start-of-frame markers (baseline, progressive, lossless, arithmetic), which carry the size.
+_JPEG_FRAMES = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
+
+
+def compressed_image_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) from a PNG's IHDR or a JPEG's start-of-frame header; None for
+    anything else (image_transport's compressed images are JPEG or PNG)."""
+    if data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR" and len(data) >= 24:
+        return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+    if data[:2] != b"\xff\xd8":
+        return None
+    index = 2
+    while index + 4 <= len(data):
+        if data[index] != 0xFF:
+            return None
+        marker = data[index + 1]
+        if marker == 0xFF:  # fill byte
+            index += 1
+            continue
+        length = int.from_bytes(data[index + 2 : index + 4], "big")
+        if marker in _JPEG_FRAMES:
+            if index + 9 > len(data):
+                return None
+            height = int.from_bytes(data[index + 5 : index + 7], "big")
+            width = int.from_bytes(data[index + 7 : index + 9], "big")
+            return width, height
+        if marker == 0xDA or length < 2:  # image data before any frame header: malformed
+            return None
+        index += 2 + length
+    return None
 
 
 def _joints(stream: ObservationStream, message: Any) -> np.ndarray:

@@ -2,11 +2,12 @@
 
 The test process publishes, on the node's observation topics, malformed messages of every kind
 that DESIGN.md names (image encodings, geometry, short and long data, undecodable compressed
-images, joint states with NaN/inf/huge values and missing, extra or duplicate names, PoseStamped
-fields with garbage, stamps zero, far in the past or future, backwards, with an overflowing
-nanosec, random serialised bytes), in bursts and with silent spells, while valid streams go on,
-and deactivates and activates the node in the middle of it. Two checkpoints: a raw camera with
-joint states, and a CompressedImage camera with joint states and a PoseStamped fields stream.
+images and a decompression bomb, joint states with NaN/inf/huge values and missing, extra or
+duplicate names, PoseStamped fields with garbage, stamps zero, far in the past or future,
+backwards, with an overflowing nanosec, random serialised bytes), in bursts and with silent
+spells, while valid streams go on, and deactivates and activates the node in the middle of it.
+Two checkpoints: a raw camera with joint states, and a CompressedImage camera with joint states
+and a PoseStamped fields stream.
 
 Every JointTrajectory the node publishes is checked: finite, inside the joint limits, no step
 above max_step (also from the measured position to the first point), time_from_start positive
@@ -131,6 +132,8 @@ class Garbage:
         pixels = np.random.default_rng(SEED).integers(0, 256, (height, width, 3), np.uint8)
         self.jpeg = cv2.imencode(".jpg", pixels)[1].tobytes()
         self.png_48 = cv2.imencode(".png", np.zeros((48, 48, 3), np.uint8))[1].tobytes()
+        # A decompression bomb: 54 kB that decode to 4000x4000 pixels (48 MB).
+        self.png_bomb = cv2.imencode(".png", np.zeros((4000, 4000, 3), np.uint8))[1].tobytes()
         self.width, self.height = width, height
         self.makers: dict[str, list[tuple[str, Callable[[], tuple[Any, bool]]]]] = {
             "camera": self._compressed_makers() if compressed else self._image_makers(),
@@ -225,6 +228,9 @@ class Garbage:
         def wrong_size() -> tuple[Any, bool]:
             return kind(format="png", data=self.png_48), False
 
+        def bomb() -> tuple[Any, bool]:
+            return kind(format="png", data=self.png_bomb), False
+
         def truncated() -> tuple[Any, bool]:
             # libjpeg may decode a truncated stream with grey rows: may be accepted.
             return kind(format="jpeg", data=self.jpeg[: rng.randrange(2, len(self.jpeg))]), True
@@ -237,6 +243,7 @@ class Garbage:
             ("compressed_random_bytes", random_bytes),
             ("compressed_empty", empty),
             ("compressed_wrong_size", wrong_size),
+            ("compressed_bomb", bomb),
             ("compressed_truncated", truncated),
             ("compressed_odd_format", odd_format),
         ]

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import struct
+import zlib
 from types import SimpleNamespace
 
 import numpy as np
@@ -231,6 +233,24 @@ def test_compressed_images_decode_to_the_same_array_as_raw_ones() -> None:
     with pytest.raises(ObservationRejectedError) as refused:
         convert(stream, SimpleNamespace(format="jpeg", data=b"not an image"))
     assert refused.value.cause == IMAGE and stream.topic in refused.value.message
+
+    # A decompression bomb: a small PNG that declares 20000x20000 pixels (1.2 GB decoded, 8 s
+    # of decoding here) is refused by its header, before decoding.
+    header = struct.pack(">IIBBBBB", 20000, 20000, 8, 2, 0, 0, 0)
+    rows = zlib.compress(b"\0" * 60001)
+    bomb = b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", header) + _png_chunk(b"IDAT", rows)
+    with pytest.raises(ObservationRejectedError) as refused:
+        convert(stream, SimpleNamespace(format="png", data=bomb))
+    assert "image is 20000x20000, the policy expects 32x32 (not decoded)" in str(refused.value)
+    # The header is found in progressive JPEGs too.
+    _, progressive = cv2.imencode(".jpg", rgb, [cv2.IMWRITE_JPEG_PROGRESSIVE, 1])
+    decoded = convert(stream, SimpleNamespace(format="jpeg", data=progressive.tobytes()))
+    assert decoded.shape == (3, 32, 32)
+
+
+def _png_chunk(kind: bytes, body: bytes) -> bytes:
+    crc = zlib.crc32(kind + body)
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", crc)
 
 
 def test_fields_streams_read_dotted_paths_and_refuse_nan() -> None:
