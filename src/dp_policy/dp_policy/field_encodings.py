@@ -47,11 +47,15 @@ def _quaternion(value: Any, path: str) -> np.ndarray:
         ) from error
     if not np.all(np.isfinite(q)):
         raise FieldEncodingError(f"field {path!r} is not finite: {q}")
-    norm = float(np.linalg.norm(q))
+    # Scaled by the largest component first: beyond about 1e154 the squares overflow, the norm
+    # is inf and q / inf would pass for the identity rotation, whatever q says.
+    scale = float(np.max(np.abs(q)))
+    unit = q / scale if scale > 0 else q
+    norm = scale * float(np.linalg.norm(unit))
     # A zero (or denormal) quaternion is no rotation at all: an uninitialised message.
     if norm < 1e-6:
         raise FieldEncodingError(f"field {path!r} is a zero quaternion, not a rotation")
-    return q / norm
+    return unit / np.linalg.norm(unit)
 
 
 def _rotation_matrix(q: np.ndarray) -> np.ndarray:

@@ -64,6 +64,15 @@ def test_fields_mix_plain_numbers_and_encodings_in_order() -> None:
     np.testing.assert_allclose(read_fields(angle, ["theta:angle_sincos"]), [0, -1], atol=1e-12)
 
 
+def test_huge_quaternions_keep_their_rotation() -> None:
+    # (0, 0, 3, 4) scaled beyond float64's squares: still a yaw of 2 atan2(3, 4), not identity.
+    huge = SimpleNamespace(orientation=SimpleNamespace(x=0.0, y=0.0, z=3e300, w=4e300))
+    yaw = 2 * math.atan2(3, 4)
+    np.testing.assert_allclose(
+        read_fields(huge, ["orientation:yaw_sincos"]), [math.sin(yaw), math.cos(yaw)]
+    )
+
+
 def test_bad_orientation_values_are_clear_errors() -> None:
     zero = SimpleNamespace(orientation=SimpleNamespace(x=0.0, y=0.0, z=0.0, w=0.0))
     with pytest.raises(ConversionError, match="zero quaternion"):

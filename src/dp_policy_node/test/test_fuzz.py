@@ -318,6 +318,7 @@ class Garbage:
             ("pose_zero_quaternion", lambda: orientation((0.0, 0.0, 0.0, 0.0), False)),
             # Not normalised: a rotation all the same (the encoding normalises).
             ("pose_unnormalised_quaternion", lambda: orientation((0.0, 0.0, 3.0, 4.0), True)),
+            ("pose_huge_quaternion", lambda: orientation((0.0, 0.0, 3e300, 4e300), True)),
         ]
 
     # stamps
