@@ -47,6 +47,11 @@ NOTE_DUPLICATE_NAMES = "duplicate joint names"
 
 # Beyond clock offsets between synchronised computers (chrony/PTP: well below this).
 _FUTURE_TOLERANCE_NS = 1_000_000_000
+# Types whose zero stamp is a convention, not a fault: joint_trajectory_controller starts a
+# trajectory stamped zero at once.
+_ZERO_STAMP_MEANS_NOW = frozenset(
+    {"trajectory_msgs/msg/JointTrajectory", "trajectory_msgs/msg/MultiDOFJointTrajectory"}
+)
 _CDR_ENCAPSULATIONS = (b"\x00\x00", b"\x00\x01")  # CDR big and little endian: what rosbags reads
 
 _PIXEL_BYTES = {
@@ -130,8 +135,10 @@ class MessageCheck:
         if nanosec >= 1_000_000_000:
             notes.append(NOTE_NANOSEC)
         if sec == 0 and nanosec == 0:
-            notes.append(NOTE_ZERO_STAMP)
-        elif sec < 0:
+            if self.msgtype not in _ZERO_STAMP_MEANS_NOW:
+                notes.append(NOTE_ZERO_STAMP)
+            return  # "now": no time to compare with the previous or the receive time
+        if sec < 0:
             notes.append(NOTE_NEGATIVE_STAMP)
         # Tuples, not nanoseconds: with nanosec >= 1e9 the sum would hide the wrong field.
         if self._previous_stamp is not None and (sec, nanosec) < self._previous_stamp:

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from rclpy.serialization import serialize_message
 from sensor_msgs.msg import CompressedImage, Image
+from trajectory_msgs.msg import JointTrajectory
 
 from dp_recorder import message_checks as mc
 from dp_recorder.episode_recording import EpisodeRecording
@@ -121,6 +122,13 @@ def test_odd_but_decodable_messages_are_written_with_a_note(
 ) -> None:
     verdict = check_of(msgtype).check(data)
     assert verdict.refused == "" and note in verdict.notes
+
+
+def test_a_trajectory_stamped_zero_starts_now_and_is_not_noted() -> None:
+    trajectory = JointTrajectory(joint_names=["a"])  # stamp zero: joint_trajectory_controller
+    assert check_of("trajectory_msgs/msg/JointTrajectory").check(
+        serialize_message(trajectory), received_ns=10**18
+    ) == (mc.Verdict())
 
 
 def test_a_stamp_from_the_future_is_noted() -> None:
