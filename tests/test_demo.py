@@ -98,4 +98,13 @@ def test_offline_eval_and_summary(tiny_run: Path) -> None:
     assert evaluated["episodes"] == 1
     assert 0.0 <= evaluated["mean_score"] <= 1.0
     assert Path(evaluated["eval_json"]).is_file()
-    assert set(summary["timings_s"]) == {"record", "train", "serve", "eval"}
+    assert set(summary["timings_s"]) == {"record", "train", "serve", "eval", "eval_node_timing"}
+    # The served seed again offline with the node's timing: one step of latency and the
+    # chunk period the node showed.
+    node_timing = summary["eval_node_timing"]
+    assert node_timing["latency_steps"] == 1
+    assert 1 <= node_timing["action_horizon"] <= 8
+    (row,) = summary["online_vs_offline"]
+    assert row["seed"] == 100000
+    assert row["offline_max_coverage"] is not None
+    assert row["offline_node_timing_max_coverage"] is not None

@@ -165,26 +165,83 @@ def run(args: argparse.Namespace) -> dict[str, object]:
     summary["serve"] = serve.summarize(timed("serve", timings, do_serve))
 
     eval_dir = out / "eval"
-    eval_argv = [sys.executable, "-m", "dp_policy.eval", "--checkpoint", str(checkpoint)]
-    eval_argv += ["--episodes", str(args.eval_episodes), "--out", str(eval_dir), "--no-progress"]
-    eval_argv += ["--device", args.device]
-    timed("eval", timings, lambda: run_to_completion("eval", "eval", eval_argv, out / "logs"))
-    evaluation = json.loads((eval_dir / "eval.json").read_text())
+    evaluation = timed(
+        "eval", timings, lambda: evaluate(args, checkpoint, eval_dir, out, args.eval_episodes)
+    )
     results = evaluation["results"]
     keys = ("episodes", "mean_score", "successes", "success_rate", "mean_max_coverage")
     summary["eval"] = {key: results.get(key) for key in keys} | {
         "eval_json": str(eval_dir / "eval.json")
     }
-    summary["online_vs_offline"] = online_vs_offline(summary["serve"], evaluation)
+    # The node replans about one inference turnaround before a chunk ends, one step after its
+    # observation: the served seeds again offline with that timing, to tell a difference in
+    # timing from a difference between the sim loop over ROS and the offline one.
+    executed = node_executed_steps(summary["serve"], evaluation["protocol"]["action_horizon"])
+    node_timing = None
+    if executed is not None:
+        node_timing = timed(
+            "eval_node_timing",
+            timings,
+            lambda: evaluate(
+                args,
+                checkpoint,
+                out / "eval_node_timing",
+                out,
+                args.serve_episodes,
+                "--latency-steps",
+                "1",
+                "--action-horizon",
+                str(executed),
+            ),
+        )
+        summary["eval_node_timing"] = {
+            "latency_steps": 1,
+            "action_horizon": executed,
+            "mean_max_coverage": node_timing["results"]["mean_max_coverage"],
+            "successes": node_timing["results"]["successes"],
+        }
+    summary["online_vs_offline"] = online_vs_offline(summary["serve"], evaluation, node_timing)
     return summary
 
 
-def online_vs_offline(served: dict, evaluation: dict) -> list[dict[str, object]]:
-    """Each served seed beside the offline episode of the same seed (when it was evaluated)."""
+def evaluate(
+    args: argparse.Namespace,
+    checkpoint: Path,
+    eval_dir: Path,
+    out: Path,
+    episodes: int,
+    *extra: str,
+) -> dict:
+    """Runs ``dp_policy.eval`` from seed 100000 and returns its eval.json."""
+    argv = [sys.executable, "-m", "dp_policy.eval", "--checkpoint", str(checkpoint)]
+    argv += ["--episodes", str(episodes), "--out", str(eval_dir), "--no-progress"]
+    argv += ["--device", args.device, *extra]
+    run_to_completion(eval_dir.name, eval_dir.name, argv, out / "logs")
+    return json.loads((eval_dir / "eval.json").read_text())
+
+
+def node_executed_steps(served: dict, action_horizon: int) -> int | None:
+    """Set points the node ran from each chunk, on average over the served episodes (at most
+    Ta: longer means the node paused between chunks, which the offline loop does not model)."""
+    episodes = served["episodes_list"]
+    steps = sum(episode["steps"] for episode in episodes)
+    chunks = sum(episode["chunks_received"] for episode in episodes)
+    if not chunks or not steps:
+        return None
+    return max(1, min(action_horizon, round(steps / chunks)))
+
+
+def online_vs_offline(
+    served: dict, evaluation: dict, node_timing: dict | None = None
+) -> list[dict[str, object]]:
+    """Each served seed beside the offline episodes of the same seed (when evaluated): the
+    paper's timing and, when given, the node's (one step of latency, its replanning period)."""
     offline = {episode["seed"]: episode for episode in evaluation.get("episodes", [])}
+    timed_twins = {e["seed"]: e for e in (node_timing or {}).get("episodes", [])}
     rows = []
     for episode in served["episodes_list"]:
         twin = offline.get(episode["seed"])
+        timed_twin = timed_twins.get(episode["seed"])
         rows.append(
             {
                 "seed": episode["seed"],
@@ -192,6 +249,12 @@ def online_vs_offline(served: dict, evaluation: dict) -> list[dict[str, object]]
                 "online_max_coverage": round(episode["max_coverage"], 4),
                 "offline_success": None if twin is None else twin["success"],
                 "offline_max_coverage": None if twin is None else twin["max_coverage"],
+                "offline_node_timing_success": (
+                    None if timed_twin is None else timed_twin["success"]
+                ),
+                "offline_node_timing_max_coverage": (
+                    None if timed_twin is None else timed_twin["max_coverage"]
+                ),
             }
         )
     return rows
@@ -222,7 +285,8 @@ def print_summary(summary: dict[str, object]) -> None:
         print(
             f"seed {row['seed']}: online success={row['online_success']} max coverage "
             f"{row['online_max_coverage']:.3f}; offline success={row['offline_success']} max "
-            f"coverage {row['offline_max_coverage']}"
+            f"coverage {row['offline_max_coverage']}; offline with the node's timing "
+            f"max coverage {row['offline_node_timing_max_coverage']}"
         )
     print(f"timings:   {summary['timings_s']}")
     print(f"results:   {summary['run_dir']}/summary.json")

@@ -68,6 +68,13 @@ def parse_arguments(argv: Sequence[str]) -> argparse.Namespace:
         help="steps from an observation to its plan's first executed set point: 0 is the "
         "paper's protocol (default), 1 the ROS sim loop's one step",
     )
+    add(
+        "--action-horizon",
+        type=int,
+        default=None,
+        help="set points executed from each plan (Ta; default: the checkpoint's). The node "
+        "replaces a chunk about one inference turnaround before its end, so it runs fewer",
+    )
     add("--noise-seed", type=int, default=0, help="mixed with each episode's seed (default: 0)")
     add("--out", type=Path, default=None, help="output directory (default: runs/eval/NAME-TIME)")
     add("--montage-episodes", type=int, default=6, help="rows of the montage (default: 6)")
@@ -101,6 +108,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             start_seed=arguments.start_seed,
             max_steps=arguments.max_steps,
             latency_steps=arguments.latency_steps,
+            action_horizon=arguments.action_horizon,
             num_inference_steps=arguments.num_inference_steps,
             scheduler=arguments.scheduler,
             noise_seed=arguments.noise_seed,

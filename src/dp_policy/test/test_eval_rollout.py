@@ -331,3 +331,25 @@ def test_configuration_is_validated_and_the_plan_follows_the_policy_kind(tmp_pat
     assert (plan.workers, plan.batch_size, plan.threads) == (3, 1, 5)
     plan = plan_execution(EvalConfig(checkpoint=tmp_path, device="cpu", workers=1), cpu_count=2)
     assert (plan.workers, plan.batch_size, plan.threads) == (1, 50, 2)
+
+
+def test_action_horizon_override_sets_how_much_of_each_plan_runs() -> None:
+    # Tp 8, To 2: seven set points of a plan are executable; the node replans before its Ta.
+    policy = tiny_policy(LOWDIM_SPEC)
+    adapter = PushTAdapter(LOWDIM_SPEC)
+    observations = {
+        "agent_pos": np.zeros((1, 2, 2), dtype=np.float32),
+        "block_pose": np.zeros((1, 2, 4), dtype=np.float32),
+    }
+    for action_horizon, expected in ((None, 4), (2, 2), (7, 7)):
+        controller = DiffusionController(
+            policy, adapter, num_inference_steps=2, action_horizon=action_horizon
+        )
+        controller.reset(0, 100000)
+        state = PushTRobot().reset(100000)
+        assert controller.plan([0], observations, [state]).shape == (1, expected, 2)
+    for wrong in (0, 8):
+        with pytest.raises(ValueError, match="action_horizon must be in"):
+            DiffusionController(policy, adapter, action_horizon=wrong)
+    with pytest.raises(ValueError, match="action_horizon"):
+        EvalConfig(checkpoint=Path("x"), action_horizon=0)

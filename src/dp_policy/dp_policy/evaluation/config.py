@@ -39,6 +39,7 @@ class EvalConfig:
     start_seed: int = PAPER_START_SEED
     max_steps: int = PAPER_MAX_STEPS
     latency_steps: int = 0
+    action_horizon: int | None = None  # None: the checkpoint's Ta
     num_inference_steps: int | None = None  # None: the checkpoint's (DDIM 10 by default)
     scheduler: str | None = None  # None: the checkpoint's inference scheduler
     noise_seed: int = 0
@@ -63,6 +64,7 @@ class EvalConfig:
         _non_negative("start_seed", self.start_seed)
         _positive("max_steps", self.max_steps)
         _non_negative("latency_steps", self.latency_steps)
+        _positive("action_horizon", self.action_horizon, allow_none=True)
         _positive("num_inference_steps", self.num_inference_steps, allow_none=True)
         _non_negative("noise_seed", self.noise_seed)
         if self.device not in DEVICES:

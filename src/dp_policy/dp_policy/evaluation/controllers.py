@@ -90,6 +90,7 @@ class DiffusionController:
         num_inference_steps: int | None = None,
         scheduler: str | None = None,
         noise_seed: int = 0,
+        action_horizon: int | None = None,
     ) -> None:
         check_policy_matches_spec(policy.config, adapter)
         self.policy = policy.eval()
@@ -100,7 +101,16 @@ class DiffusionController:
         self.noise_seed = noise_seed
         horizon = policy.config.horizon
         self.observation_horizon = horizon.observation_horizon
-        self.action_horizon = horizon.action_horizon
+        # Ta only decides how much of each predicted sequence runs: a trained network serves any
+        # Ta up to what its Tp leaves after the observation steps.
+        executable = horizon.prediction_horizon - horizon.observation_horizon + 1
+        self.action_horizon = horizon.action_horizon if action_horizon is None else action_horizon
+        if not 1 <= self.action_horizon <= executable:
+            raise ValueError(
+                f"action_horizon must be in [1, {executable}] for this checkpoint "
+                f"(Tp {horizon.prediction_horizon}, To {horizon.observation_horizon}), "
+                f"got {self.action_horizon}"
+            )
         self._generators: dict[int, torch.Generator] = {}
         self.predictions = 0
 

@@ -92,7 +92,8 @@ def checkpoint_summary(config: EvalConfig) -> tuple[dict[str, Any], PushTAdapter
         "backbone": policy_config.backbone,
         "observation_horizon": horizon.observation_horizon,
         "prediction_horizon": horizon.prediction_horizon,
-        "action_horizon": horizon.action_horizon,
+        "action_horizon": config.action_horizon or horizon.action_horizon,
+        "trained_action_horizon": horizon.action_horizon,
         "scheduler": scheduler,
         "num_inference_steps": steps,
         "data_spec": spec.to_dict(),
@@ -126,6 +127,7 @@ def _build_controller(job: WorkerJob) -> tuple[Controller, PushTAdapter | None]:
         num_inference_steps=config.num_inference_steps,
         scheduler=config.scheduler,
         noise_seed=config.noise_seed,
+        action_horizon=config.action_horizon,
     )
     return controller, adapter
 
