@@ -26,7 +26,6 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 import yaml
 from rclpy.duration import Duration
@@ -159,7 +158,6 @@ class Streams:
         self.types = {camera: "sensor_msgs/msg/Image", joints: "sensor_msgs/msg/JointState"}
         self.camera, self.joints = camera, joints
         self.seq = 0
-        self.bad = 0
         self.lock = threading.Lock()
         # Per topic: (frame id, publish time in ns) of every message that a reader can decode.
         self.sent: dict[str, list[tuple[str, int]]] = {camera: [], joints: []}
@@ -261,7 +259,6 @@ def test_the_recorder_under_malformed_input_type_changes_and_a_service_storm(
     ros_processes, graph_probe, tmp_path
 ) -> None:
     rng = random.Random(SEED)
-    np.random.seed(SEED)
     uid = f"fuzz{int(time.time() * 1000) % 100000}"
     node = f"recorder_{uid}"
     camera, joints = f"/{uid}/camera", f"/{uid}/joint_states"
