@@ -103,7 +103,7 @@ def test_offline_eval_and_summary(tiny_run: Path) -> None:
     # chunk period the node showed.
     node_timing = summary["eval_node_timing"]
     assert node_timing["latency_steps"] == 1
-    assert 1 <= node_timing["action_horizon"] <= 8
+    assert 2 <= node_timing["action_horizon"] <= 8
     (row,) = summary["online_vs_offline"]
     assert row["seed"] == 100000
     assert row["offline_max_coverage"] is not None

@@ -185,7 +185,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
     # The node replans about one inference turnaround before a chunk ends, one step after its
     # observation: the served seeds again offline with that timing, to tell a difference in
     # timing from a difference between the sim loop over ROS and the offline one.
-    executed = node_executed_steps(summary["serve"], evaluation["protocol"]["action_horizon"])
+    executed = node_timing_horizon(summary["serve"], evaluation["protocol"]["action_horizon"])
     node_timing = None
     if executed is not None:
         node_timing = timed(
@@ -229,15 +229,17 @@ def evaluate(
     return json.loads((eval_dir / "eval.json").read_text())
 
 
-def node_executed_steps(served: dict, action_horizon: int) -> int | None:
-    """Set points the node ran from each chunk, on average over the served episodes (at most
-    Ta: longer means the node paused between chunks, which the offline loop does not model)."""
+def node_timing_horizon(served: dict, action_horizon: int) -> int | None:
+    """The offline Ta that, with one step of latency, runs as many set points per chunk as the
+    node did on average over the served episodes (the first set point of a plan is already
+    past when it arrives). At most the checkpoint's Ta: more set points per chunk means the
+    node paused between chunks, which the offline loop does not model."""
     episodes = served["episodes_list"]
     steps = sum(episode["steps"] for episode in episodes)
     chunks = sum(episode["chunks_received"] for episode in episodes)
     if not chunks or not steps:
         return None
-    return max(1, min(action_horizon, round(steps / chunks)))
+    return max(2, min(action_horizon, round(steps / chunks) + 1))
 
 
 def online_vs_offline(
