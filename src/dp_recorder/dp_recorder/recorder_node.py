@@ -39,6 +39,7 @@ from std_msgs.msg import String
 from dp_msgs.msg import EpisodeEvent
 from dp_msgs.srv import StartEpisode, StopEpisode
 from dp_recorder import episode as ep
+from dp_recorder.clock_trace import SimulatedClockTrace
 from dp_recorder.episode_recording import EpisodeRecording, FinishResult
 from dp_recorder.episode_writer import BagOptions, EpisodeWriter, EpisodeWriterError, TopicInfo
 from dp_recorder.message_checks import MessageCheck
@@ -157,6 +158,8 @@ class RecorderNode(Node):
             ep.EVENT_TOPIC, self._event_definition, (to_bag_qos(event_qos),)
         )
         self._status_publisher = self.create_publisher(String, "~/status", 10)
+        # Before the recorded topics: their callbacks look their reception up in it.
+        self._clock_trace = SimulatedClockTrace(self)
         requests = [TopicRequest.parse(entry) for entry in self._param("topics") if entry]
         requests = [r for r in requests if self.resolve_topic_name(r.name) != ep.EVENT_TOPIC]
         self._recorded_topics = TopicSubscriptions(
@@ -486,10 +489,14 @@ class RecorderNode(Node):
 
     def _receive_time_ns(self, info: dict[str, Any]) -> int:
         # The middleware's reception time is exact (taken before the executor ran), but it is
-        # system time: with simulated time the node clock is the reference instead.
+        # system time: with simulated time, the /clock value received just before it.
         received = info.get("received_timestamp") or 0
         if received and not self.get_clock().ros_time_is_active:
             return received
+        if received:
+            simulated = self._clock_trace.time_at(received)
+            if simulated is not None:
+                return simulated
         return self._now_ns()
 
     def _now_ns(self) -> int:
