@@ -49,6 +49,25 @@ def machine() -> dict[str, Any]:
     return machine_info("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def source_version() -> dict[str, Any]:
+    """The commit the benchmark ran from and whether the tree had changes, so that a result can
+    be traced to its code (None where this is no git checkout)."""
+    try:
+        commit = subprocess.run(
+            ["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True
+        )
+        status = subprocess.run(
+            ["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+        )
+    except OSError:
+        return {"commit": None, "modified": None}
+    if commit.returncode != 0:
+        return {"commit": None, "modified": None}
+    return {"commit": commit.stdout.strip(), "modified": bool(status.stdout.strip())}
+
+
 def machine_slug(info: dict[str, Any]) -> str:
     """``cpu2`` for a 2-core CPU, ``h100`` for an H100: short enough for a file name."""
     gpu = info.get("gpu")
@@ -182,6 +201,7 @@ def main(argv: list[str] | None = None) -> int:
         "benchmark": f"task_success {TASK} {args.policy}",
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": info,
+        "source": source_version(),
         "settings": {
             "config": args.config,
             "budget_s": args.budget_s,
