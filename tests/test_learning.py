@@ -24,11 +24,13 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 EPISODES = 40
-STEPS = 3000
+STEPS = 4000
 EVAL_SEEDS = 20
 START_SEED = 300000
-# Measured on the 2-core VM (see the note in TRAINING.md, "A check that the path learns").
-MARGIN = 0.2
+# Measured on the 2-core VM (TRAINING.md, "A check that the path learns"): 3,000 steps gave
+# 0.297 against 0.048 in a clean-clone CI run, 0.432 in a 4,000-step schedule's step 3,000; a
+# recording whose actions are a frame off scored like an untrained network (ablation row 0).
+MARGIN = 0.15
 
 
 def _run(command: list[str], log: Path, timeout: float) -> None:
