@@ -8,6 +8,8 @@ export AMENT_PREFIX_PATH=$VIRTUAL_ENV${AMENT_PREFIX_PATH:+:$AMENT_PREFIX_PATH}
 export RMW_IMPLEMENTATION=${RMW_IMPLEMENTATION:-rmw_fastrtps_cpp}
 # Without this, DDS discovery multicasts on the machine's network interface.
 export ROS_AUTOMATIC_DISCOVERY_RANGE=${ROS_AUTOMATIC_DISCOVERY_RANGE:-LOCALHOST}
+# MuJoCo (the arm simulation) renders its cameras off screen in software unless told otherwise.
+export MUJOCO_GL=${MUJOCO_GL:-osmesa}
 if [[ ${1:-} != --no-workspace && -f $_dp_root/install/setup.bash ]]; then
   # colcon's generated script reads unset variables; relax nounset while sourcing it.
   _dp_nounset=$([[ $- == *u* ]] && echo 1 || true)

@@ -36,9 +36,23 @@ else
   # each one for every package. Those warnings are dropped; pip's exit status is kept.
   "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check \
     -r "$ROOT/requirements/all.txt" 2>&1 | { grep -v 'is ignored: it is neither a file nor a directory' || true; }
+  # robosuite without its declared dependencies (see requirements/sim_no_deps.txt for why).
+  "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps \
+    -r "$ROOT/requirements/sim_no_deps.txt" 2>&1 | { grep -v 'is ignored: it is neither a file nor a directory' || true; }
   # 2. The wheels' CMake exports name the wheel builder's interpreter; point them here.
   "$VENV/bin/python" "$ROOT/scripts/fix_ros_wheels.py"
   echo "$requirements_hash" >"$requirements_stamp"
+fi
+
+# Off-screen rendering of the arm simulation's cameras on a machine without a GPU: MuJoCo's
+# OSMesa back end needs Mesa's libOSMesa (Debian's libosmesa6).
+if ! ldconfig -p | grep -q 'libOSMesa\.so'; then
+  if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then
+    log "installing libosmesa6 (software rendering for the arm simulation's cameras)"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libosmesa6 >/dev/null
+  else
+    log "warning: libOSMesa is missing; the arm simulation's cameras need it (apt-get install libosmesa6)"
+  fi
 fi
 
 # 3. colcon build ------------------------------------------------------------------------------

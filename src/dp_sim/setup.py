@@ -15,8 +15,8 @@ setup(
     maintainer="Diffusion Policy ROS maintainers",
     maintainer_email="maintainers@example.org",
     description=(
-        "A PushT simulation (gym-pusht) that behaves like a ROS 2 robot, and a scripted "
-        "teleoperation expert."
+        "Simulated robots that behave like ROS 2 robots: PushT (gym-pusht) and a Panda arm on "
+        "the Robomimic tasks (robosuite, MuJoCo), each with a scripted teleoperation expert."
     ),
     license="Apache-2.0",
     extras_require={"test": ["pytest"]},
@@ -24,6 +24,8 @@ setup(
         "console_scripts": [
             "sim_node = dp_sim.sim_node:main",
             "expert_node = dp_sim.expert_node:main",
+            "arm_sim_node = dp_sim.arm_sim_node:main",
+            "arm_expert_node = dp_sim.arm_expert_node:main",
         ]
     },
 )

@@ -10,7 +10,6 @@ topic list and the frame conventions.
 from __future__ import annotations
 
 import random
-import re
 import sys
 import time
 
@@ -41,6 +40,7 @@ from dp_sim.mapping import (
 from dp_sim.node_runner import run_node
 from dp_sim.parameters import Parameter, declare
 from dp_sim.pusht_robot import CONTROL_PERIOD_S, MAX_EPISODE_STEPS, PushTRobot, TaskState
+from dp_sim.rejection_log import RejectionLog
 from dp_sim.robot_model import camera_matrix, urdf
 from dp_sim.trajectory import TrajectoryFollower, TrajectoryPoint, TrajectoryRejectedError
 
@@ -94,8 +94,6 @@ PARAMETERS = (
     ),
     Parameter("task_name", "push_t", "Task name in the episode events."),
 )
-# Rejections of the same kind are logged at most this often (s); the rest are counted.
-_REJECTION_LOG_INTERVAL_S = 2.0
 
 
 def _stamp_seconds(stamp: TimeMsg) -> float:
@@ -134,7 +132,7 @@ class PushTSimNode(Node):
         self._episode_over = False
         self._end_announced = False
         self._ticks_to_reset: int | None = None
-        self._rejections: dict[str, tuple[float, int]] = {}
+        self._rejections = RejectionLog(self.get_logger())
 
         reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
         latched = QoSProfile(
@@ -383,15 +381,7 @@ class PushTSimNode(Node):
 
     def _log_rejection(self, reason: str, prefix: str = "Rejected trajectory") -> None:
         """One line per rejection; identical ones at most every few seconds, with a count."""
-        kind = re.sub(r"[-+]?\d[\d.e+-]*", "#", f"{prefix}: {reason}")  # numbers vary
-        now = time.monotonic()
-        last, suppressed = self._rejections.get(kind, (-np.inf, 0))
-        if now - last < _REJECTION_LOG_INTERVAL_S:
-            self._rejections[kind] = (last, suppressed + 1)
-            return
-        more = f" ({suppressed} more like this not logged)" if suppressed else ""
-        self.get_logger().warning(f"{prefix}: {reason}{more}")
-        self._rejections[kind] = (now, 0)
+        self._rejections.log(reason, prefix)
 
     def destroy_node(self) -> None:
         # Also called by rclpy.shutdown for a node whose constructor failed half-way.
