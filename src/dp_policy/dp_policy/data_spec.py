@@ -17,6 +17,16 @@ serving cannot disagree about topics, keys, shapes, joint order or dt. Example::
     action: {key: action, topic: /joint_trajectory_controller/joint_trajectory,
              kind: joint_trajectory, joints: [pusher_x_joint, pusher_y_joint]}
 
+An action may span several controllers (an arm's trajectory controller and a gripper's): then
+``actions`` lists one stream per command topic, and the policy's action vector is their
+values concatenated in that order (joint names distinct across streams)::
+
+    actions:
+      - {key: arm, topic: /joint_trajectory_controller/joint_trajectory,
+         kind: joint_trajectory, joints: [panda_joint1, ..., panda_joint7]}
+      - {key: gripper, topic: /gripper_trajectory_controller/joint_trajectory,
+         kind: joint_trajectory, joints: [panda_finger_joint1]}
+
 Stream kinds:
 
 - ``image``: ``sensor_msgs/msg/Image`` (rgb8, bgr8, mono8, rgba8, bgra8) or
@@ -58,7 +68,7 @@ JOINT_FIELDS = ("position", "velocity", "effort")
 CHECKPOINT_METADATA_KEY = "data_spec"
 
 
-_TOP_LEVEL_FIELDS = {"dt", "max_age", "reference", "observations", "action", "extra"}
+_TOP_LEVEL_FIELDS = {"dt", "max_age", "reference", "observations", "action", "actions", "extra"}
 
 
 def _is_positive_number(value: Any) -> bool:
@@ -174,11 +184,11 @@ class StreamSpec:
 
 @dataclass(frozen=True)
 class DataSpec:
-    """Observation streams, the action stream, the dt grid and its reference stream."""
+    """Observation streams, the action stream(s), the dt grid and its reference stream."""
 
     dt: float
     observations: tuple[StreamSpec, ...]
-    action: StreamSpec
+    actions: tuple[StreamSpec, ...]
     reference: str = ""
     max_age: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
@@ -188,15 +198,25 @@ class DataSpec:
             raise DataSpecError(f"dt must be a positive number of seconds, got {self.dt!r}")
         object.__setattr__(self, "dt", float(self.dt))
         object.__setattr__(self, "observations", tuple(self.observations))
+        actions = (self.actions,) if isinstance(self.actions, StreamSpec) else tuple(self.actions)
+        object.__setattr__(self, "actions", actions)
         if not self.observations:
             raise DataSpecError("at least one observation stream is required")
-        keys = [stream.key for stream in self.observations] + [self.action.key]
+        if not actions:
+            raise DataSpecError("at least one action stream is required")
+        keys = [stream.key for stream in self.streams]
         if len(set(keys)) != len(keys):
             raise DataSpecError(f"stream keys must be distinct, got {keys}")
-        if self.action.kind == "image":
-            raise DataSpecError("the action stream cannot be an image")
+        if any(stream.kind == "image" for stream in actions):
+            raise DataSpecError("an action stream cannot be an image")
         if any(stream.kind == "joint_trajectory" for stream in self.observations):
             raise DataSpecError("joint_trajectory streams are commands: only the action can be one")
+        names = [name for stream in actions for name in stream.names]
+        if len(set(names)) != len(names):
+            raise DataSpecError(
+                f"the action streams name a value twice ({names}): each joint belongs to one "
+                f"controller"
+            )
         reference = self.reference or self.observations[0].key
         if reference not in keys:
             raise DataSpecError(f"reference {reference!r} is not one of the stream keys {keys}")
@@ -208,8 +228,30 @@ class DataSpec:
         object.__setattr__(self, "max_age", float(max_age))
 
     @property
+    def action(self) -> StreamSpec:
+        """The action stream of a single-controller spec."""
+        if len(self.actions) != 1:
+            raise DataSpecError(
+                f"the spec has {len(self.actions)} action streams "
+                f"({[stream.key for stream in self.actions]}); this needs exactly one"
+            )
+        return self.actions[0]
+
+    @property
+    def action_keys(self) -> tuple[str, ...]:
+        return tuple(stream.key for stream in self.actions)
+
+    def action_slices(self) -> dict[str, slice]:
+        """Where each action stream's values sit in the policy's action vector."""
+        slices, start = {}, 0
+        for stream in self.actions:
+            slices[stream.key] = slice(start, start + stream.size)
+            start += stream.size
+        return slices
+
+    @property
     def streams(self) -> tuple[StreamSpec, ...]:
-        return (*self.observations, self.action)
+        return (*self.observations, *self.actions)
 
     def stream(self, key: str) -> StreamSpec:
         for stream in self.streams:
@@ -227,8 +269,10 @@ class DataSpec:
         return ObservationSpec(cameras=cameras, low_dim=low_dim)
 
     def action_spec(self) -> ActionSpec:
-        """The policy's action spec: one dimension per joint (or field), every dt."""
-        return ActionSpec(dim=self.action.size, dt=self.dt, names=self.action.names)
+        """The policy's action spec: one dimension per joint (or field) of every action stream
+        in order, every dt."""
+        names = tuple(name for stream in self.actions for name in stream.names)
+        return ActionSpec(dim=len(names), dt=self.dt, names=names)
 
     def to_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -236,8 +280,12 @@ class DataSpec:
             "max_age": self.max_age,
             "reference": self.reference,
             "observations": [stream.to_dict() for stream in self.observations],
-            "action": self.action.to_dict(),
         }
+        # One stream is written as before ("action"), so such specs read the same everywhere.
+        if len(self.actions) == 1:
+            data["action"] = self.actions[0].to_dict()
+        else:
+            data["actions"] = [stream.to_dict() for stream in self.actions]
         if self.extra:
             data["extra"] = dict(self.extra)
         return data
@@ -246,20 +294,25 @@ class DataSpec:
     def from_dict(cls, data: Any) -> DataSpec:
         if not isinstance(data, dict):
             raise DataSpecError("a data spec must be a mapping")
-        unknown = sorted(
-            set(data) - {"dt", "max_age", "reference", "observations", "action", "extra"}
-        )
+        unknown = sorted(set(data) - _TOP_LEVEL_FIELDS)
         if unknown:
             raise DataSpecError(f"unknown top-level fields {unknown}")
-        for required in ("dt", "observations", "action"):
+        for required in ("dt", "observations"):
             if required not in data:
                 raise DataSpecError(f"missing top-level field {required!r}")
+        if ("action" in data) == ("actions" in data):
+            raise DataSpecError("give the action stream as 'action', or several as 'actions'")
+        actions = data.get("actions", data.get("action"))
+        if isinstance(actions, dict):
+            actions = [actions]
+        if not isinstance(actions, list):
+            raise DataSpecError("actions must be a list of streams")
         if not isinstance(data["observations"], list):
             raise DataSpecError("observations must be a list of streams")
         return cls(
             dt=data["dt"],
             observations=tuple(StreamSpec.from_dict(item) for item in data["observations"]),
-            action=StreamSpec.from_dict(data["action"]),
+            actions=tuple(StreamSpec.from_dict(item) for item in actions),
             reference=data.get("reference", ""),
             max_age=data.get("max_age", 0.0),
             extra=dict(data.get("extra") or {}),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 
 from dp_policy.data_spec import DataSpec, DataSpecError, StreamSpec
@@ -85,3 +87,57 @@ def test_stream_names_are_joints_or_fields() -> None:
     stream = StreamSpec.from_dict(PUSHT_SPEC["observations"][2])
     assert stream.names == ("pose.position.x", "pose.position.y")
     assert stream.size == 2
+
+
+ARM_AND_GRIPPER = {
+    "dt": 0.05,
+    "observations": [
+        {"key": "joints", "topic": "/joint_states", "kind": "joint_state", "joints": ["j1", "f1"]}
+    ],
+    "actions": [
+        {
+            "key": "arm",
+            "topic": "/joint_trajectory_controller/joint_trajectory",
+            "kind": "joint_trajectory",
+            "joints": ["j1", "j2"],
+        },
+        {
+            "key": "gripper",
+            "topic": "/gripper_trajectory_controller/joint_trajectory",
+            "kind": "joint_trajectory",
+            "joints": ["f1"],
+        },
+    ],
+}
+
+
+def test_an_action_of_several_command_streams_concatenates_them_in_order() -> None:
+    spec = DataSpec.from_dict(ARM_AND_GRIPPER)
+    assert spec.action_keys == ("arm", "gripper")
+    assert spec.action_spec().names == ("j1", "j2", "f1") and spec.action_spec().dim == 3
+    assert spec.action_slices() == {"arm": slice(0, 2), "gripper": slice(2, 3)}
+    assert [stream.key for stream in spec.streams] == ["joints", "arm", "gripper"]
+    assert DataSpec.from_dict(spec.to_dict()) == spec
+    with pytest.raises(DataSpecError, match="2 action streams"):
+        _ = spec.action
+    # One stream is still written as 'action', as older checkpoints have it.
+    single = DataSpec.from_dict({**ARM_AND_GRIPPER, "actions": ARM_AND_GRIPPER["actions"][:1]})
+    assert "action" in single.to_dict() and "actions" not in single.to_dict()
+    assert single.action.key == "arm"
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda d: d.update(action=d["actions"][0]), "'action', or several as 'actions'"),
+        (lambda d: d.update(actions=[]), "at least one action stream"),
+        (lambda d: d["actions"][1].update(joints=["j2"]), "name a value twice"),
+        (lambda d: d["actions"][1].update(key="arm"), "distinct"),
+        (lambda d: d.update(actions="arm"), "list of streams"),
+    ],
+)
+def test_invalid_action_streams_are_refused(change, message) -> None:
+    data = copy.deepcopy(ARM_AND_GRIPPER)
+    change(data)
+    with pytest.raises(DataSpecError, match=message):
+        DataSpec.from_dict(data)

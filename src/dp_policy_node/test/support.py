@@ -79,7 +79,7 @@ def tiny_spec(
     return DataSpec(
         dt=DT,
         observations=tuple(observations),
-        action=StreamSpec(
+        actions=StreamSpec(
             key="action",
             topic="/joint_trajectory_controller/joint_trajectory",
             kind="joint_trajectory",

@@ -22,6 +22,13 @@ from dp_policy.datasets.sampler import SequenceSampler
 Batch = dict[str, Any]
 
 
+def _actions(replay: ReplayData, keys: Sequence[str], rows: np.ndarray) -> np.ndarray:
+    """The action vector at ``rows``: the action streams' values side by side, in spec order."""
+    if len(keys) == 1:
+        return replay.arrays[keys[0]][rows]
+    return np.concatenate([np.asarray(replay.arrays[key][rows]) for key in keys], axis=-1)
+
+
 def collate_batch(batch: Batch) -> Batch:
     """The DataLoader collate function for SequenceDataset: the batch is collated already."""
     return batch
@@ -38,7 +45,7 @@ class SequenceDataset(Dataset):
         self.replay = replay
         self.sampler = sampler
         self.observation_keys = tuple(stream.key for stream in spec.observations)
-        self.action_key = spec.action.key
+        self.action_keys = spec.action_keys
         self.horizons = sampler.horizons
 
     def __len__(self) -> int:
@@ -52,7 +59,7 @@ class SequenceDataset(Dataset):
             key: torch.from_numpy(np.ascontiguousarray(self.replay.arrays[key][observation_rows]))
             for key in self.observation_keys
         }
-        action = self.replay.arrays[self.action_key][rows]
+        action = _actions(self.replay, self.action_keys, rows)
         return {
             "obs": observations,
             "action": torch.from_numpy(np.ascontiguousarray(action, dtype=np.float32)),
@@ -75,7 +82,7 @@ def normalizer_statistics_data(
     frames), so the normalizer is fitted on frames directly.
     """
     rows = np.concatenate([np.arange(*replay.episode_bounds(e)) for e in episodes])
-    actions = np.asarray(replay.arrays[spec.action.key][rows], dtype=np.float64)
+    actions = np.asarray(_actions(replay, spec.action_keys, rows), dtype=np.float64)
     low_dim = {
         stream.key: np.asarray(replay.arrays[stream.key][rows], dtype=np.float64)
         for stream in spec.observations
