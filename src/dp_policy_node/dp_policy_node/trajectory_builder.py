@@ -122,7 +122,8 @@ def check_chunk(
     Checked on every executed action (not only those still ahead): a model that predicts
     something unsafe for any of them is not trusted with the rest. With ``plan`` and
     ``current_position``, the first point sent must also be within max_step of where the
-    joints are.
+    joints are; a joint whose measured position is NaN (not known) is left out of that
+    check, the others are not: a gripper without a recent joint state does not exempt the arm.
     """
     sequence = np.asarray(sequence, dtype=np.float64)
     names = limits.joint_names
@@ -157,8 +158,9 @@ def check_chunk(
     if plan is not None and len(plan) and current_position is not None:
         measured = np.asarray(current_position, dtype=np.float64)
         jump = np.abs(plan.positions[0] - measured)
-        if (jump > limits.max_step).any():
-            joint = int(np.argmax(jump > limits.max_step))
+        too_far = np.isfinite(jump) & (jump > limits.max_step)
+        if too_far.any():
+            joint = int(np.argmax(too_far))
             action = int(plan.indices[0]) - start
             raise PredictionRejectedError(
                 STEP_TOO_LARGE,

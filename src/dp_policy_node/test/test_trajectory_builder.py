@@ -116,3 +116,14 @@ def test_a_first_point_far_from_the_measured_position_is_refused() -> None:
     with pytest.raises(PredictionRejectedError) as refused:
         check_chunk(sequence(), TO, TA, limits(step=0.5), plan, current_position=far)
     assert "measured position" in refused.value.message
+
+
+def test_a_joint_without_a_measured_position_leaves_the_others_checked() -> None:
+    # Several controllers: a gripper without a recent joint state (NaN) must not exempt the arm.
+    plan = plan_chunk(sequence(), T0, DT, TO, TA, T0, 0)
+    unknown_y = np.array([plan.positions[0][0], np.nan])
+    check_chunk(sequence(), TO, TA, limits(step=0.5), plan, current_position=unknown_y)
+    far_x = np.array([plan.positions[0][0] + 0.6, np.nan])
+    with pytest.raises(PredictionRejectedError) as refused:
+        check_chunk(sequence(), TO, TA, limits(step=0.5), plan, current_position=far_x)
+    assert "puts x_joint at" in refused.value.message
