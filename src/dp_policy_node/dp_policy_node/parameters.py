@@ -126,8 +126,9 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
     ParameterSpec(
         "joint_names",
         None,
-        "Joints of the controller that receives the trajectories. Configure fails unless the "
-        "checkpoint's action joints are exactly these (any order). Unset: the checkpoint's.",
+        "Joints of the controller that receives the trajectories (of all controllers together "
+        "when the action spans several). Configure fails unless the checkpoint's action joints "
+        "are exactly these (any order). Unset: the checkpoint's.",
         array_type=STRING_ARRAY,
     ),
     ParameterSpec(
@@ -141,7 +142,18 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
     ParameterSpec(
         "trajectory_topic",
         DEFAULT_TRAJECTORY_TOPIC,
-        "Topic of the trajectory_msgs/JointTrajectory commands (reliable); remappable.",
+        "Topic of the trajectory_msgs/JointTrajectory commands (reliable); remappable. With an "
+        "action of several streams (controllers), the first stream's topic; the others are on "
+        "command_topics.",
+    ),
+    ParameterSpec(
+        "command_topics",
+        None,
+        "Topic overrides for the further action streams of a checkpoint whose action spans "
+        "several controllers, 'key=/topic' per action key of its data spec (for example "
+        "'gripper=/gripper_controller/joint_trajectory'); the first stream is always on "
+        "trajectory_topic. Unset: the topics the checkpoint names.",
+        array_type=STRING_ARRAY,
     ),
     ParameterSpec(
         "joint_lower_limits",
@@ -285,6 +297,7 @@ class NodeSettings:
     joint_names: tuple[str, ...]
     observation_topics: dict[str, str]
     trajectory_topic: str
+    command_topics: dict[str, str]
     joint_lower_limits: tuple[float, ...]
     joint_upper_limits: tuple[float, ...]
     limit_margin: float
@@ -380,6 +393,9 @@ class NodeSettings:
             joint_names=joint_names,
             observation_topics=parse_topic_overrides(merged["observation_topics"] or ()),
             trajectory_topic=trajectory_topic,
+            command_topics=parse_topic_overrides(
+                merged["command_topics"] or (), "command_topics", "an action key"
+            ),
             joint_lower_limits=lower,
             joint_upper_limits=upper,
             limit_margin=float(merged["limit_margin"]),
@@ -399,19 +415,24 @@ class NodeSettings:
         )
 
 
-def parse_topic_overrides(entries: Sequence[str]) -> dict[str, str]:
-    """``['image=/wrist/image_raw', ...]`` -> ``{'image': '/wrist/image_raw'}``."""
+def parse_topic_overrides(
+    entries: Sequence[str],
+    parameter: str = "observation_topics",
+    what: str = "an observation key",
+) -> dict[str, str]:
+    """``['image=/wrist/image_raw', ...]`` -> ``{'image': '/wrist/image_raw'}``; errors name
+    ``parameter`` and say that a key is ``what``."""
     overrides: dict[str, str] = {}
     for entry in entries:
         key, separator, topic = str(entry).partition("=")
         key, topic = key.strip(), topic.strip()
         if not separator or not key or not topic:
             raise SettingsError(
-                f"observation_topics entry {entry!r} must be 'key=/topic' (key: an observation "
-                f"key of the checkpoint's data spec)"
+                f"{parameter} entry {entry!r} must be 'key=/topic' (key: {what} of the "
+                f"checkpoint's data spec)"
             )
         if key in overrides:
-            raise SettingsError(f"observation_topics names key {key!r} twice")
+            raise SettingsError(f"{parameter} names key {key!r} twice")
         overrides[key] = topic
     return overrides
 

@@ -75,6 +75,17 @@ class ObservationStream:
 
 
 @dataclass(frozen=True)
+class CommandStream:
+    """One action stream: the controller topic it is published on and its joints, which are
+    ``columns`` of the policy's action vector."""
+
+    key: str
+    topic: str
+    joints: tuple[str, ...]
+    columns: slice
+
+
+@dataclass(frozen=True)
 class ServingPlan:
     """Everything the node needs from the checkpoint, checked against the parameters."""
 
@@ -85,12 +96,15 @@ class ServingPlan:
     observation_horizon: int
     prediction_horizon: int
     action_horizon: int
+    # Every action stream's joints, in the order of the policy's action vector.
     action_joints: tuple[str, ...]
     lower_limits: np.ndarray
     upper_limits: np.ndarray
     max_step: np.ndarray
     num_inference_steps: int
     marker_dims: tuple[int, ...]
+    # One per controller, in the spec's order; the first is published on trajectory_topic.
+    commands: tuple[CommandStream, ...]
     # Measured positions of the action joints outside this are never taken as the robot's
     # position (first-point check, stop command): the limits widened like observations.
     position_bounds: PlausibleRange | None = None
@@ -115,14 +129,8 @@ def build_serving_plan(
     Tp = int(horizon.get("prediction_horizon", 16))
     Ta = int(horizon.get("action_horizon", 8))
 
-    action = spec.action
-    if action.kind not in ("joint_trajectory", "joint_state"):
-        raise ConfigurationError(
-            f"{checkpoint}: the checkpoint's action stream {action.key!r} is of kind "
-            f"{action.kind!r}; this node publishes JointTrajectory commands and needs "
-            f"joint-space actions (kind joint_trajectory)"
-        )
-    action_joints = tuple(action.joints)
+    commands = _command_streams(checkpoint, settings, spec)
+    action_joints = tuple(joint for command in commands for joint in command.joints)
     _check_joint_names(checkpoint, settings.joint_names, action_joints)
 
     overrides = dict(settings.observation_topics)
@@ -174,6 +182,7 @@ def build_serving_plan(
         max_step=max_step,
         num_inference_steps=steps,
         marker_dims=marker_dims,
+        commands=commands,
         position_bounds=_widened(
             action_joints,
             lower,
@@ -199,10 +208,11 @@ def _check_spec_matches_policy(checkpoint: Path, spec: DataSpec, policy_config: 
         )
     action = policy_config.get("action", {})
     names = tuple(action.get("names", ()))
-    if names and names != tuple(spec.action.names):
+    spec_names = spec.action_spec().names
+    if names and names != tuple(spec_names):
         raise ConfigurationError(
             f"{checkpoint}: the model's action names {list(names)} differ from the data spec's "
-            f"{list(spec.action.names)}"
+            f"{list(spec_names)}"
         )
     model_dt = action.get("dt")
     if model_dt is not None and not math.isclose(float(model_dt), spec.dt, rel_tol=1e-9):
@@ -210,6 +220,67 @@ def _check_spec_matches_policy(checkpoint: Path, spec: DataSpec, policy_config: 
             f"{checkpoint}: the model's action dt {model_dt} s differs from the data spec's dt "
             f"{spec.dt} s"
         )
+
+
+def _command_streams(
+    checkpoint: Path, settings: NodeSettings, spec: DataSpec
+) -> tuple[CommandStream, ...]:
+    """Each action stream with its topic: the first on ``trajectory_topic`` (as with a single
+    controller), the others on their spec's topic unless ``command_topics`` moves them."""
+    for action in spec.actions:
+        if action.kind not in ("joint_trajectory", "joint_state"):
+            raise ConfigurationError(
+                f"{checkpoint}: the checkpoint's action stream {action.key!r} is of kind "
+                f"{action.kind!r}; this node publishes JointTrajectory commands and needs "
+                f"joint-space actions (kind joint_trajectory)"
+            )
+    overrides = dict(settings.command_topics)
+    _check_command_keys(overrides, list(spec.action_keys), settings.trajectory_topic)
+    slices = spec.action_slices()
+    topics = [settings.trajectory_topic] + [
+        overrides.get(action.key, action.topic) for action in spec.actions[1:]
+    ]
+    commands = tuple(
+        CommandStream(action.key, topic, tuple(action.joints), slices[action.key])
+        for action, topic in zip(spec.actions, topics, strict=True)
+    )
+    _check_distinct_topics(commands)
+    return commands
+
+
+def _check_command_keys(overrides: dict[str, str], keys: list[str], trajectory_topic: str) -> None:
+    first, further = keys[0], keys[1:]
+    unknown = sorted(set(overrides) - set(keys))
+    if unknown:
+        valid = (
+            f"use 'key=/topic' with one of {further}"
+            if further
+            else "it has only one, so command_topics must stay unset"
+        )
+        raise ConfigurationError(
+            f"command_topics names key(s) {unknown}, but the checkpoint's action streams are "
+            f"{keys}; {valid} (the first, {first!r}, is published on trajectory_topic)"
+        )
+    if first in overrides:
+        # One parameter per topic: with two for the same stream, which one wins is a guess.
+        raise ConfigurationError(
+            f"command_topics names {first!r}, the first action stream, which is published on "
+            f"trajectory_topic ({trajectory_topic}); set trajectory_topic instead"
+        )
+
+
+def _check_distinct_topics(commands: tuple[CommandStream, ...]) -> None:
+    # A joint_trajectory_controller drops its running trajectory when the next arrives: two
+    # streams on one topic would cancel each other's chunks.
+    seen: dict[str, str] = {}
+    for command in commands:
+        if command.topic in seen:
+            raise ConfigurationError(
+                f"action streams {seen[command.topic]!r} and {command.key!r} would both be "
+                f"published on {command.topic}; each controller needs its own topic "
+                f"(trajectory_topic for the first, command_topics for the others)"
+            )
+        seen[command.topic] = command.key
 
 
 def _check_joint_names(

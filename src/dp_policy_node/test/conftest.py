@@ -60,3 +60,12 @@ def sampler_checkpoints(tmp_path_factory) -> dict[str, Path]:
             ),
         ),
     }
+
+
+@pytest.fixture(scope="session")
+def two_stream_checkpoint(tmp_path_factory) -> Path:
+    """A low-dim checkpoint whose action spans two controllers: ``arm`` (the two pusher
+    joints) and ``gripper`` (one finger joint on a topic of its own)."""
+    support = sys.modules[_SUPPORT]
+    root = tmp_path_factory.mktemp("two_stream_checkpoint")
+    return support.make_checkpoint(root / "two_streams", camera=False, gripper=True)

@@ -31,6 +31,10 @@ from dp_policy import (
 from dp_policy.data_spec import DataSpec, StreamSpec, data_spec_metadata
 
 JOINTS = ("pusher_x_joint", "pusher_y_joint")
+TRAJECTORY_TOPIC = "/joint_trajectory_controller/joint_trajectory"
+# A second action stream on a controller of its own (an arm's gripper, say).
+GRIPPER_JOINT = "finger_joint"
+GRIPPER_TOPIC = "/gripper_trajectory_controller/joint_trajectory"
 IMAGE_TOPIC = "/policy_test/camera/image_raw"
 COMPRESSED_TOPIC = "/policy_test/camera/image_raw/compressed"
 JOINT_TOPIC = "/policy_test/joint_states"
@@ -49,9 +53,12 @@ def tiny_spec(
     image_shape: tuple[int, int, int] = IMAGE_SHAPE,
     compressed: bool = False,
     pose: bool = False,
+    gripper: bool = False,
 ) -> DataSpec:
     """``compressed``: the camera is a CompressedImage topic; ``pose``: a PoseStamped fields
-    stream ``block_pose`` besides the joints."""
+    stream ``block_pose`` besides the joints; ``gripper``: the action has two streams, ``arm``
+    (``joints``) and ``gripper`` (GRIPPER_JOINT on GRIPPER_TOPIC), and the joint states
+    observe all of them."""
     observations = []
     if camera:
         observations.append(
@@ -63,8 +70,9 @@ def tiny_spec(
                 message_type="sensor_msgs/msg/CompressedImage" if compressed else "",
             )
         )
+    observed = (*joints, GRIPPER_JOINT) if gripper else joints
     observations.append(
-        StreamSpec(key="agent_pos", topic=JOINT_TOPIC, kind="joint_state", joints=joints)
+        StreamSpec(key="agent_pos", topic=JOINT_TOPIC, kind="joint_state", joints=observed)
     )
     if pose:
         observations.append(
@@ -76,15 +84,23 @@ def tiny_spec(
                 fields=POSE_FIELDS,
             )
         )
+    if gripper:
+        actions = (
+            StreamSpec(key="arm", topic=TRAJECTORY_TOPIC, kind="joint_trajectory", joints=joints),
+            StreamSpec(
+                key="gripper", topic=GRIPPER_TOPIC, kind="joint_trajectory", joints=(GRIPPER_JOINT,)
+            ),
+        )
+    else:
+        actions = (
+            StreamSpec(
+                key="action", topic=TRAJECTORY_TOPIC, kind="joint_trajectory", joints=joints
+            ),
+        )
     return DataSpec(
         dt=DT,
         observations=tuple(observations),
-        actions=StreamSpec(
-            key="action",
-            topic="/joint_trajectory_controller/joint_trajectory",
-            kind="joint_trajectory",
-            joints=joints,
-        ),
+        actions=actions,
         reference="image" if camera else "agent_pos",
     )
 
@@ -100,14 +116,17 @@ def make_checkpoint(
     image_shape: tuple[int, int, int] = IMAGE_SHAPE,
     compressed: bool = False,
     pose: bool = False,
+    gripper: bool = False,
 ) -> Path:
-    """Save a tiny policy with its data spec; ``nan_output`` makes every prediction NaN.
+    """Save a tiny policy with its data spec; ``nan_output`` makes every prediction NaN;
+    ``gripper``: two action streams (see ``tiny_spec``).
 
     ``noise``: the schedule and inference sampler (default DDIM, 3 steps); ``backbone``: unet
     or transformer (one layer). With the default 32x32 images ResNet-18's last feature map is
     1x1, so the keypoints, and the chunks, do not depend on the pixels; 72x72 (2x2 map) makes
     them depend."""
-    spec = tiny_spec(joints, camera, image_shape, compressed, pose)
+    spec = tiny_spec(joints, camera, image_shape, compressed, pose, gripper)
+    action_dim = spec.action_spec().dim
     config = PolicyConfig(
         observation=spec.observation_spec(),
         action=spec.action_spec(),
@@ -123,13 +142,13 @@ def make_checkpoint(
     torch.manual_seed(seed)
     policy = DiffusionPolicy(config)
     generator = torch.Generator().manual_seed(seed)
-    actions = (torch.rand((256, len(joints)), generator=generator) * 2 - 1) * ACTION_RANGE
+    actions = (torch.rand((256, action_dim), generator=generator) * 2 - 1) * ACTION_RANGE
     low_dim = {"agent_pos": actions.clone()}
     if pose:
         # Block positions in [-0.25, 0.25] m, yaw anywhere: sin and cos span [-1, 1].
         yaw = torch.rand(256, generator=generator) * 2 * torch.pi
         low_dim["block_pose"] = torch.cat(
-            [actions.clone(), torch.sin(yaw)[:, None], torch.cos(yaw)[:, None]], dim=1
+            [actions[:, :2].clone(), torch.sin(yaw)[:, None], torch.cos(yaw)[:, None]], dim=1
         )
     policy.fit_normalizer(actions, low_dim)
     if nan_output:

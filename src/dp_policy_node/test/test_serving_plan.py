@@ -9,7 +9,15 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from dp_policy_node_test_support import ACTION_RANGE, IMAGE_TOPIC, JOINT_TOPIC, JOINTS
+from dp_policy_node_test_support import (
+    ACTION_RANGE,
+    GRIPPER_JOINT,
+    GRIPPER_TOPIC,
+    IMAGE_TOPIC,
+    JOINT_TOPIC,
+    JOINTS,
+    TRAJECTORY_TOPIC,
+)
 
 from dp_policy import read_checkpoint_manifest
 from dp_policy.data_spec import data_spec_from_checkpoint
@@ -133,6 +141,97 @@ def test_a_mismatch_between_checkpoint_and_parameters_says_what_to_fix(
     with pytest.raises(ConfigurationError) as error:
         plan_for(checkpoints[checkpoint], **values)
     assert text in str(error.value)
+
+
+def test_a_single_action_stream_goes_to_trajectory_topic(checkpoints) -> None:
+    (command,) = plan_for(checkpoints["camera"], trajectory_topic="/arm/joint_trajectory").commands
+    assert (command.key, command.topic, command.joints) == (
+        "action",
+        "/arm/joint_trajectory",
+        JOINTS,
+    )
+    assert command.columns == slice(0, 2)
+    with pytest.raises(ConfigurationError) as error:
+        plan_for(checkpoints["camera"], command_topics=["gripper=/x"])
+    assert "command_topics names key(s) ['gripper'], but the checkpoint's action streams are " in (
+        str(error.value)
+    )
+    assert "it has only one, so command_topics must stay unset" in str(error.value)
+
+
+def test_several_action_streams_each_get_a_topic_and_their_columns(two_stream_checkpoint) -> None:
+    plan = plan_for(two_stream_checkpoint)
+    assert plan.action_joints == (*JOINTS, GRIPPER_JOINT) and plan.action_dim == 3
+    arm, gripper = plan.commands
+    assert (arm.key, arm.topic, arm.joints, arm.columns) == (
+        "arm",
+        TRAJECTORY_TOPIC,
+        JOINTS,
+        slice(0, 2),
+    )
+    assert (gripper.key, gripper.topic, gripper.joints, gripper.columns) == (
+        "gripper",
+        GRIPPER_TOPIC,
+        (GRIPPER_JOINT,),
+        slice(2, 3),
+    )
+    # The safety rules cover every joint of every stream.
+    assert plan.lower_limits.shape == plan.upper_limits.shape == plan.max_step.shape == (3,)
+    assert plan.position_bounds.names == plan.action_joints
+    moved = plan_for(
+        two_stream_checkpoint,
+        trajectory_topic="/arm_controller/joint_trajectory",
+        command_topics=["gripper=/hand_controller/joint_trajectory"],
+        joint_names=[GRIPPER_JOINT, *JOINTS],  # the controllers' joints together, any order
+    )
+    assert [command.topic for command in moved.commands] == [
+        "/arm_controller/joint_trajectory",
+        "/hand_controller/joint_trajectory",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("values", "text"),
+    [
+        (
+            {"command_topics": ["hand=/x"]},
+            "command_topics names key(s) ['hand'], but the checkpoint's action streams are "
+            "['arm', 'gripper']; use 'key=/topic' with one of ['gripper'] (the first, 'arm', is "
+            "published on trajectory_topic)",
+        ),
+        (
+            {"command_topics": ["arm=/x"]},
+            "command_topics names 'arm', the first action stream, which is published on "
+            "trajectory_topic (/joint_trajectory_controller/joint_trajectory); set "
+            "trajectory_topic instead",
+        ),
+        (
+            {"command_topics": [f"gripper={TRAJECTORY_TOPIC}"]},
+            f"action streams 'arm' and 'gripper' would both be published on {TRAJECTORY_TOPIC}",
+        ),
+        (
+            {"trajectory_topic": GRIPPER_TOPIC},
+            f"action streams 'arm' and 'gripper' would both be published on {GRIPPER_TOPIC}",
+        ),
+        (
+            {"joint_names": list(JOINTS)},
+            f"the checkpoint does not command [] and commands unknown ['{GRIPPER_JOINT}']",
+        ),
+        ({"max_step": [0.1, 0.1]}, "max_step has 2 values"),
+    ],
+)
+def test_command_streams_that_cannot_work_fail_configure(two_stream_checkpoint, values, text):
+    with pytest.raises(ConfigurationError) as error:
+        plan_for(two_stream_checkpoint, **values)
+    assert text in str(error.value)
+
+
+def test_command_topics_entries_are_key_equals_topic() -> None:
+    with pytest.raises(SettingsError, match="command_topics entry 'gripper' must be 'key=/topic'"):
+        settings("/ck", command_topics=["gripper"])
+    with pytest.raises(SettingsError, match="command_topics names key 'gripper' twice"):
+        settings("/ck", command_topics=["gripper=/a", "gripper=/b"])
+    assert settings("/ck", command_topics=[" gripper = /a "]).command_topics == {"gripper": "/a"}
 
 
 def test_sampler_settings_are_normalised_and_default_to_auto() -> None:
