@@ -10,7 +10,9 @@ Topics (names relative to the node's namespace; remap as usual):
   in:  the checkpoint's observation topics (sensor_msgs/Image or CompressedImage,
        sensor_msgs/JointState, ...), with the sensor-data QoS
   out: /joint_trajectory_controller/joint_trajectory (trajectory_msgs/JointTrajectory, reliable;
-       parameter trajectory_topic), dp/action_chunk (dp_msgs/ActionChunk),
+       parameter trajectory_topic; an action spanning several controllers: one topic per
+       action stream, the others from the checkpoint or command_topics),
+       dp/action_chunk (dp_msgs/ActionChunk),
        dp/policy_status (dp_msgs/PolicyStatus, latched), dp/policy_markers
        (visualization_msgs/MarkerArray)
 
@@ -64,7 +66,7 @@ from dp_policy_node.parameters import (
     ParameterSpec,
     default_cpu_threads,
 )
-from dp_policy_node.serving_plan import ObservationStream, ServingPlan
+from dp_policy_node.serving_plan import CommandStream, ObservationStream, ServingPlan
 from dp_policy_node.trajectory_builder import (
     PredictionRejectedError,
     SafetyLimits,
@@ -164,8 +166,10 @@ class _Session:
     chunk_index: int = 0
     retry_after_ns: int = 0
     accepted_since_activation: bool = False
+    # Measured positions of the action joints and when each arrived (node clock): per joint,
+    # since the joints of several controllers need not come in one message.
     joint_positions: dict[str, float] = field(default_factory=dict)
-    joint_positions_ns: int = 0
+    joint_positions_ns: dict[str, int] = field(default_factory=dict)
     # Refused predictions since the last accepted chunk (or activation), the newest refusal
     # and the back-off it earned: the status states all three.
     rejections_in_a_row: int = 0
@@ -179,6 +183,16 @@ class _Session:
     @property
     def worker(self) -> Any:
         return self.entities.worker
+
+    def command_publishers(self) -> list[tuple[CommandStream, Any]]:
+        """Each action stream with its trajectory publisher, in the spec's order."""
+        return list(
+            zip(self.plan.commands, _command_publishers(self.entities, self.plan), strict=True)
+        )
+
+    def command_topics_text(self) -> str:
+        """The resolved topics of all action streams, for log and status lines."""
+        return ", ".join(publisher.topic_name for _, publisher in self.command_publishers())
 
 
 def _descriptor(spec: ParameterSpec) -> ParameterDescriptor:
@@ -267,6 +281,7 @@ class PolicyNode(LifecycleNode):
         session.faults.reset()
         session.scheduler.reset()
         session.joint_positions.clear()
+        session.joint_positions_ns.clear()
         session.first_sequence = session.sequence + 1
         session.chunk_index = 0
         session.accepted_since_activation = False
@@ -275,10 +290,11 @@ class PolicyNode(LifecycleNode):
         session.active = True
         self._check_pace(session)
         self._update_state(self._now_ns())
-        self.get_logger().info(
-            f"active: publishing on {session.plan.action_joints} to "
-            f"{session.publishers['trajectory'].topic_name}"
+        targets = " and ".join(
+            f"{command.joints} to {publisher.topic_name}"
+            for command, publisher in session.command_publishers()
         )
+        self.get_logger().info(f"active: publishing on {targets}")
         return result
 
     def on_deactivate(self, state: State) -> TransitionCallbackReturn:
@@ -358,7 +374,8 @@ class PolicyNode(LifecycleNode):
         # worker; whatever was made is taken down again if a later step fails.
         entities = _Entities(self)
         try:
-            entities.publishers = self._create_publishers(settings)
+            self._create_publishers(entities.publishers, plan)
+            _check_distinct_resolved_topics(plan, entities.publishers)
             for stream in plan.streams:
                 # Raw: bytes that do not deserialise as the type are then refused here, counted
                 # and said once, instead of being dropped inside the executor's take, where
@@ -426,7 +443,8 @@ class PolicyNode(LifecycleNode):
             f"{report.load_seconds:.2f} s, {report.sampler_summary}, "
             f"warm-up latency {1e3 * float(np.median(steady)):.1f} ms, "
             f"{plan.num_inference_steps} denoising steps; observing "
-            f"{[s.topic for s in plan.streams]}"
+            f"{[s.topic for s in plan.streams]}, commanding "
+            f"{[publisher.topic_name for publisher in _command_publishers(entities, plan)]}"
         )
         if not scheduler.fits():
             self.get_logger().warning(
@@ -463,19 +481,20 @@ class PolicyNode(LifecycleNode):
             )
         return cls
 
-    def _create_publishers(self, settings: NodeSettings) -> dict[str, Any]:
+    def _create_publishers(self, publishers: dict[str, Any], plan: ServingPlan) -> None:
+        """Into ``publishers`` one by one, so that a bad topic name (a command_topics entry)
+        leaves those already made to be destroyed with the rest."""
         from trajectory_msgs.msg import JointTrajectory
         from visualization_msgs.msg import MarkerArray
 
         # Commands: reliable, and only the newest matters (an old chunk is never wanted).
         command = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE)
-        return {
-            "trajectory": self.create_lifecycle_publisher(
-                JointTrajectory, settings.trajectory_topic, command
-            ),
-            "chunk": self.create_lifecycle_publisher(ActionChunk, ACTION_CHUNK_TOPIC, 10),
-            "markers": self.create_lifecycle_publisher(MarkerArray, MARKER_TOPIC, 1),
-        }
+        for stream in plan.commands:
+            publishers[_command_key(stream)] = self.create_lifecycle_publisher(
+                JointTrajectory, stream.topic, command
+            )
+        publishers["chunk"] = self.create_lifecycle_publisher(ActionChunk, ACTION_CHUNK_TOPIC, 10)
+        publishers["markers"] = self.create_lifecycle_publisher(MarkerArray, MARKER_TOPIC, 1)
 
     def _release(self, destroy_entities: bool = True) -> None:
         session, self._session = self._session, None
@@ -532,7 +551,7 @@ class PolicyNode(LifecycleNode):
             ):
                 continue
             session.joint_positions[name] = float(position)
-            session.joint_positions_ns = now_ns
+            session.joint_positions_ns[name] = now_ns
 
     # -- scheduling and inference -----------------------------------------------------------------
 
@@ -661,24 +680,27 @@ class PolicyNode(LifecycleNode):
             self.get_logger().warning(message)
 
     def _current_position(self, session: _Session) -> np.ndarray | None:
-        """Measured positions of the action joints, if all are known and recent."""
-        positions = session.joint_positions
-        if not all(joint in positions for joint in session.plan.action_joints):
-            return None
+        """Measured positions of the action joints, NaN for a joint without a recent one;
+        None when no joint has one."""
         # An old measurement is no basis for a step check or a stop command.
-        max_age = max(stream.stale_age for stream in session.plan.streams)
-        if self._now_ns() - session.joint_positions_ns > to_ns(max_age):
-            return None
-        return np.array([positions[joint] for joint in session.plan.action_joints])
+        max_age_ns = to_ns(max(stream.stale_age for stream in session.plan.streams))
+        now = self._now_ns()
+        position = np.full(session.plan.action_dim, np.nan)
+        for index, joint in enumerate(session.plan.action_joints):
+            measured_at = session.joint_positions_ns.get(joint)
+            if measured_at is not None and now - measured_at <= max_age_ns:
+                position[index] = session.joint_positions[joint]
+        return None if np.isnan(position).all() else position
 
     # -- output -------------------------------------------------------------------------------
 
     def _publish_chunk(self, session: _Session, result: Any, timed: Any) -> None:
         plan, settings = session.plan, session.settings
-        session.publishers["trajectory"].publish(
-            ros_messages.joint_trajectory(
-                plan.action_joints, timed.time_from_start_ns, timed.positions, timed.velocities
-            )
+        self._publish_trajectories(
+            session.command_publishers(),
+            timed.time_from_start_ns,
+            timed.positions,
+            timed.velocities,
         )
         session.publishers["chunk"].publish(
             ros_messages.action_chunk(
@@ -712,23 +734,61 @@ class PolicyNode(LifecycleNode):
                 )
             )
 
-    def _command_hold(self, session: _Session) -> None:
-        position = self._current_position(session)
-        if position is None:
-            self.get_logger().warning(
-                f"cannot command a stop: no recent joint state of "
-                f"{list(session.plan.action_joints)}; the controller ends the last chunk and "
-                f"holds its final point"
+    @staticmethod
+    def _publish_trajectories(
+        targets: list[tuple[CommandStream, Any]],
+        time_from_start_ns: Any,
+        positions: np.ndarray,
+        velocities: np.ndarray,
+    ) -> None:
+        """One JointTrajectory per action stream, each with its own joints' columns and the
+        same (zero) stamp and point times, so that the controllers move in step. All are built
+        before any is sent: a failure leaves no controller with a chunk the others lack."""
+        messages = [
+            (
+                publisher,
+                ros_messages.joint_trajectory(
+                    command.joints,
+                    time_from_start_ns,
+                    positions[:, command.columns],
+                    velocities[:, command.columns],
+                ),
             )
+            for command, publisher in targets
+        ]
+        for publisher, message in messages:
+            publisher.publish(message)
+
+    def _command_hold(self, session: _Session) -> None:
+        """A stop at the measured position, per controller whose joints all have one: an arm
+        is stopped even when its gripper's position is unknown."""
+        position = self._current_position(session)
+        targets = session.command_publishers()
+        several = len(targets) > 1
+        held = []
+        for command, publisher in targets:
+            measured = None if position is None else position[command.columns]
+            where = f" on {publisher.topic_name}" if several else ""
+            if measured is None or np.isnan(measured).any():
+                self.get_logger().warning(
+                    f"cannot command a stop{where}: no recent joint state of "
+                    f"{list(command.joints)}; the controller ends the last chunk and holds its "
+                    f"final point"
+                )
+                continue
+            held.append((command, publisher))
+            self.get_logger().info(
+                f"commanded a stop{where} at the measured position {measured.tolist()}"
+            )
+        if not held:
             return
-        hold = ros_messages.joint_trajectory(
-            session.plan.action_joints,
+        assert position is not None
+        self._publish_trajectories(
+            held,
             [to_ns(session.plan.dt)],
             position[None, :],
             np.zeros((1, position.size)),
         )
-        session.publishers["trajectory"].publish(hold)
-        self.get_logger().info(f"commanded a stop at the measured position {position.tolist()}")
 
     # -- state and status -----------------------------------------------------------------------
 
@@ -781,7 +841,7 @@ class PolicyNode(LifecycleNode):
         if session.accepted_since_activation:
             self._set_state(
                 PolicyStatus.STATE_RUNNING,
-                f"publishing chunks on {session.publishers['trajectory'].topic_name}{pace}",
+                f"publishing chunks on {session.command_topics_text()}{pace}",
             )
         else:
             self._set_state(
@@ -836,6 +896,31 @@ def _deserialize(data: bytes, cls: type, stream: ObservationStream) -> Any:
             f"({len(data)} bytes; {error}): a publisher of another type definition, or "
             f"corrupted data",
         ) from error
+
+
+def _command_key(command: CommandStream) -> str:
+    """The key of an action stream's publisher among the session's publishers."""
+    return f"command:{command.key}"
+
+
+def _command_publishers(entities: _Entities, plan: ServingPlan) -> list[Any]:
+    return [entities.publishers[_command_key(command)] for command in plan.commands]
+
+
+def _check_distinct_resolved_topics(plan: ServingPlan, publishers: dict[str, Any]) -> None:
+    # The plan checked the names as given; a remap or the namespace can still make two of
+    # them one topic, where one controller would get both streams and drop each in turn.
+    from dp_policy_node.serving_plan import ConfigurationError
+
+    seen: dict[str, str] = {}
+    for command in plan.commands:
+        topic = publishers[_command_key(command)].topic_name
+        if topic in seen:
+            raise ConfigurationError(
+                f"action streams {seen[topic]!r} and {command.key!r} are both published on "
+                f"{topic} (after remapping); each controller needs its own topic"
+            )
+        seen[topic] = command.key
 
 
 def _threads_text(threads: int) -> str:
