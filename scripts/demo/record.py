@@ -20,8 +20,73 @@ from .ros import RosSession
 
 STAGE = "record"
 COMMAND_TOPIC = "/joint_trajectory_controller/joint_trajectory"
+GRIPPER_COMMAND_TOPIC = "/gripper_trajectory_controller/joint_trajectory"
 LOWDIM_TOPICS = ["/joint_states", "/pusht/block_pose", COMMAND_TOPIC, "/pusht/coverage"]
 IMAGE_TOPICS = ["/camera/image_raw", *LOWDIM_TOPICS]
+
+
+@dataclass(frozen=True)
+class RecordingTask:
+    """What a recording session of one simulated task starts and records."""
+
+    task: str  # the task name in the bags and episode events
+    sim_node: tuple[str, str]  # (node name, module)
+    expert_node: tuple[str, str]
+    sim_parameters: dict[str, object]
+    expert_parameters: dict[str, object]
+    episode_topic: str
+    reset_service: str
+    topics: tuple[str, ...]
+    command_topics: tuple[str, ...]
+    max_episode_s: float  # simulated seconds of the longest episode
+
+
+def pusht_recording(with_camera: bool) -> RecordingTask:
+    return RecordingTask(
+        task="push_t",
+        sim_node=("pusht_sim", "dp_sim.sim_node"),
+        expert_node=("pusht_expert", "dp_sim.expert_node"),
+        sim_parameters={},
+        expert_parameters={},
+        episode_topic="/pusht/episode",
+        reset_service="/pusht/reset",
+        topics=tuple(IMAGE_TOPICS if with_camera else LOWDIM_TOPICS),
+        command_topics=(COMMAND_TOPIC,),
+        max_episode_s=30.0,
+    )
+
+
+def arm_recording(task: str, with_camera: bool) -> RecordingTask:
+    """The simulated Panda on Lift or Can: both controllers' commands, both cameras if asked."""
+    cameras = ["/front_camera/image_raw", "/wrist_camera/image_raw"] if with_camera else []
+    return RecordingTask(
+        task=task,
+        sim_node=("arm_sim", "dp_sim.arm_sim_node"),
+        expert_node=("arm_expert", "dp_sim.arm_expert_node"),
+        sim_parameters={"task": task, "front_camera": with_camera, "wrist_camera": with_camera},
+        expert_parameters={"task": task},
+        episode_topic=f"/{task}/episode",
+        reset_service=f"/{task}/reset",
+        topics=(
+            *cameras,
+            "/joint_states",
+            f"/{task}/object_pose",
+            f"/{task}/eef_pose",
+            f"/{task}/success",
+            COMMAND_TOPIC,
+            GRIPPER_COMMAND_TOPIC,
+        ),
+        command_topics=(COMMAND_TOPIC, GRIPPER_COMMAND_TOPIC),
+        max_episode_s=20.0,
+    )
+
+
+def recording_task(task: str, with_camera: bool) -> RecordingTask:
+    if task in ("pusht", "push_t"):
+        return pusht_recording(with_camera)
+    if task in ("lift", "can"):
+        return arm_recording(task, with_camera)
+    raise ValueError(f"unknown task {task!r}: pusht, lift or can")
 
 
 @dataclass
@@ -59,31 +124,41 @@ def record(
     real_time_factor: float,
     seed: int,
     with_camera: bool,
+    task: RecordingTask | None = None,
 ) -> list[RecordedEpisode]:
     """Records ``episodes`` expert episodes (seeds from ``seed``) into ``bag_dir``."""
-    topics = IMAGE_TOPICS if with_camera else LOWDIM_TOPICS
+    task = task or pusht_recording(with_camera)
+    sim_name, sim_module = task.sim_node
     pm.start_node(
-        "pusht_sim",
-        "dp_sim.sim_node",
-        {"real_time_factor": real_time_factor, "auto_reset": True, "seed": seed},
+        sim_name,
+        sim_module,
+        {
+            **task.sim_parameters,
+            "real_time_factor": real_time_factor,
+            "auto_reset": True,
+            "seed": seed,
+        },
     )
-    pm.start_node("pusht_expert", "dp_sim.expert_node", {"use_sim_time": True})
+    expert_name, expert_module = task.expert_node
+    pm.start_node(expert_name, expert_module, {**task.expert_parameters, "use_sim_time": True})
     pm.start_node(
         "recorder",
         "dp_recorder",
         {
-            "topics": topics,
+            "topics": list(task.topics),
             "output_dir": str(bag_dir),
-            "default_task": "push_t",
+            "default_task": task.task,
             "use_sim_time": True,
-            "robot_name": "pusht_sim",
+            "robot_name": sim_name,
         },
     )
     events: queue.Queue[tuple[float, EpisodeEvent]] = queue.Queue()
     recorder_state: dict[str, object] = {}
     results: list[RecordedEpisode] = []
     with RosSession("demo_record_bridge", use_sim_time=True) as ros:
-        ros.subscribe(EpisodeEvent, "/pusht/episode", lambda m: events.put((time.monotonic(), m)))
+        ros.subscribe(
+            EpisodeEvent, task.episode_topic, lambda m: events.put((time.monotonic(), m))
+        )
         ros.subscribe(
             String, "/recorder/status", lambda m: recorder_state.update(json.loads(m.data))
         )
@@ -103,11 +178,11 @@ def record(
         # this reset count.
         armed_at = time.monotonic()
         reset = ResetSimulation.Request(seed=seed)
-        if not ros.call(STAGE, ResetSimulation, "/pusht/reset", reset, timeout=30.0).success:
-            raise StageError(f"{STAGE}: /pusht/reset refused seed {seed}")
+        if not ros.call(STAGE, ResetSimulation, task.reset_service, reset, timeout=30.0).success:
+            raise StageError(f"{STAGE}: {task.reset_service} refused seed {seed}")
         recording = False
-        # The longest episode is 300 simulated steps of 0.1 s; a loaded machine runs slower.
-        episode_timeout = 3.0 * 30.0 / real_time_factor + 30.0
+        # The longest episode lasts max_episode_s simulated seconds; a loaded machine is slower.
+        episode_timeout = 3.0 * task.max_episode_s / real_time_factor + 30.0
         last_event = time.monotonic()
         while len(results) < episodes:
             try:
@@ -117,14 +192,14 @@ def record(
                 if time.monotonic() - last_event > episode_timeout:
                     raise StageError(
                         f"{STAGE}: no episode event for {episode_timeout:.0f} s; see "
-                        f"{pm.log_dir / 'pusht_sim.log'}"
+                        f"{pm.log_dir / (sim_name + '.log')}"
                     ) from None
                 continue
             last_event = time.monotonic()
             if received < armed_at:
                 continue
             if event.event == EpisodeEvent.EVENT_START:
-                request = StartEpisode.Request(task="push_t", notes=event.episode_name)
+                request = StartEpisode.Request(task=task.task, notes=event.episode_name)
                 response = ros.call(STAGE, StartEpisode, "/recorder/start_episode", request, 30.0)
                 if not response.success:
                     raise StageError(f"{STAGE}: start_episode refused: {response.message}")
@@ -149,7 +224,7 @@ def record(
                         success=event.success,
                         sim_steps=int(_notes_value(event.notes, "steps") or 0),
                         joint_state_frames=counts.get("/joint_states", 0),
-                        commands=counts.get(COMMAND_TOPIC, 0),
+                        commands=counts.get(task.command_topics[0], 0),
                         notes=event.notes,
                     )
                 )

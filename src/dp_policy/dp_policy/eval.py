@@ -1,4 +1,4 @@
-"""Evaluate a checkpoint (or the scripted expert) on PushT with the Diffusion Policy protocol.
+"""Evaluate a checkpoint (or a scripted expert) offline with the Diffusion Policy protocol.
 
     python -m dp_policy.eval --checkpoint runs/pusht_image/checkpoints/best
     ros2 run dp_policy eval --checkpoint DIR --episodes 50 --start-seed 100000 --max-steps 300 \\
@@ -10,6 +10,10 @@ episode's highest reward (gym-pusht: min(coverage / 0.95, 1)); success = coverag
 The policy sees what the ROS simulation would publish for its data spec's streams, in the same
 units, and runs receding-horizon as served. Writes ``eval.json``, ``montage.png`` and
 ``coverage.png`` to ``--out``. See EVALUATION.md.
+
+The arm tasks (``--task lift`` or ``can``, found from the checkpoint's topics by default):
+the Robomimic protocol, 50 episodes from seed 100000 of at most 400 steps of 0.05 s, success
+rate; writes ``eval.json`` and ``outcomes.png``.
 """
 
 from __future__ import annotations
@@ -39,7 +43,20 @@ def parse_arguments(argv: Sequence[str]) -> argparse.Namespace:
     )
     add("--episodes", type=int, default=50, help="number of episodes (default: 50)")
     add("--start-seed", type=int, default=100000, help="first episode's seed (default: 100000)")
-    add("--max-steps", type=int, default=300, help="0.1 s steps per episode (default: 300)")
+    add(
+        "--task",
+        choices=("auto", "pusht", "lift", "can"),
+        default="auto",
+        help="the simulated task (default: the checkpoint's, from its data spec's topics; "
+        "pusht for --policy expert)",
+    )
+    add(
+        "--max-steps",
+        type=int,
+        default=None,
+        help="control steps per episode (default: 300 of 0.1 s for PushT, 400 of 0.05 s for "
+        "Lift and Can)",
+    )
     add(
         "--workers",
         type=int,
@@ -87,6 +104,32 @@ def default_output(name: str) -> Path:
     return Path("runs") / "eval" / f"{name}-{datetime.now():%Y%m%d-%H%M%S}"
 
 
+def _task(arguments: argparse.Namespace) -> str:
+    if arguments.task != "auto":
+        return arguments.task
+    if arguments.checkpoint is None:
+        return "pusht"
+    from dp_policy.data_spec import data_spec_from_checkpoint
+    from dp_policy.evaluation.task_eval import task_of_spec
+
+    return task_of_spec(data_spec_from_checkpoint(arguments.checkpoint))
+
+
+def _evaluate_task(config, task: str, out: Path | None) -> int:
+    from dp_policy.evaluation.task_eval import run_task_evaluation, write_task_outputs
+
+    result = run_task_evaluation(config, task)
+    out = out or default_output(f"{task}-{config.name}")
+    report = write_task_outputs(result, out)
+    results = report["results"]
+    print(
+        f"{task}: success {results['successes']}/{results['episodes']} "
+        f"({results['success_rate']:.0%}), {report['wall_time_s']:.1f} s on {report['device']}"
+    )
+    print(f"wrote {out / 'eval.json'}, {out / report['outcome_plot']}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     arguments = parse_arguments(strip_ros_arguments(sys.argv[1:] if argv is None else argv))
     # Imported here so that --help and usage errors answer without loading gym and the sim.
@@ -101,12 +144,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
 
     try:
+        task = _task(arguments)
+        default_steps = 300 if task == "pusht" else 400
         config = EvalConfig(
             checkpoint=arguments.checkpoint,
             policy=arguments.policy,
             episodes=arguments.episodes,
             start_seed=arguments.start_seed,
-            max_steps=arguments.max_steps,
+            max_steps=arguments.max_steps or default_steps,
             latency_steps=arguments.latency_steps,
             action_horizon=arguments.action_horizon,
             num_inference_steps=arguments.num_inference_steps,
@@ -120,6 +165,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             montage_frames=arguments.montage_frames,
             progress=not arguments.no_progress,
         )
+        if task != "pusht":
+            return _evaluate_task(config, task, arguments.out)
         result = run_evaluation(config)
     except (ValueError, CheckpointError, DataSpecError, UnmappableSpecError) as error:
         print(f"dp_policy.eval: error: {error}", file=sys.stderr)

@@ -71,6 +71,10 @@ class ArmExpertNode(Node):
         self._object: PoseStamped | None = None
         self._goal: np.ndarray | None = None
         self._last_stamp: tuple[int, int] | None = None
+        # Observations stamped before the running episode's START belong to the previous one
+        # (the sim keeps publishing its final state until the reset, and some of those may be
+        # handled after the START): planning from one would reach for where the object was.
+        self._episode_start: tuple[int, int] = (0, 0)
         self._active = True
 
         reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
@@ -98,6 +102,7 @@ class ArmExpertNode(Node):
     def _on_episode(self, message: EpisodeEvent) -> None:
         if message.event == EpisodeEvent.EVENT_START:
             self._expert.reset()
+            self._episode_start = (message.header.stamp.sec, message.header.stamp.nanosec)
             self._active = True
             self.get_logger().info(f"episode {message.episode_index}: {self._task}")
         elif message.event in (EpisodeEvent.EVENT_STOP, EpisodeEvent.EVENT_DISCARD):
@@ -119,6 +124,8 @@ class ArmExpertNode(Node):
         key = (stamp.sec, stamp.nanosec)
         object_stamp = self._object.header.stamp
         if key != (object_stamp.sec, object_stamp.nanosec) or key == self._last_stamp:
+            return
+        if key < self._episode_start:
             return
         if self._task == "can" and self._goal is None:
             self.get_logger().warning(

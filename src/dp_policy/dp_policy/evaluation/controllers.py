@@ -16,7 +16,8 @@ import torch
 
 from dp_policy.checkpoint import CheckpointError
 from dp_policy.config import PolicyConfig
-from dp_policy.evaluation.pusht_adapter import PushTAdapter, sim_messages
+from dp_policy.data_spec import DataSpec
+from dp_policy.evaluation.pusht_adapter import sim_messages
 from dp_policy.normalizer import ACTION_KEY
 from dp_policy.policy import DiffusionPolicy
 from dp_sim.expert import PushTExpert
@@ -27,6 +28,15 @@ from dp_sim.mapping import (
     world_pose_to_task,
 )
 from dp_sim.pusht_robot import TaskState
+
+
+class SpecAdapter(Protocol):
+    """A checkpoint's data spec bound to a simulated task (``PushTAdapter``, ``TaskBinding``)."""
+
+    spec: DataSpec
+
+    def command_vector(self, actions: np.ndarray) -> np.ndarray:
+        """Actions ``(..., Da)`` in the spec's order -> the task's set-point vectors."""
 
 
 class Controller(Protocol):
@@ -53,7 +63,7 @@ def noise_generator(env_seed: int, noise_seed: int) -> torch.Generator:
     return torch.Generator(device="cpu").manual_seed(int(state[0]) & (2**63 - 1))
 
 
-def check_policy_matches_spec(config: PolicyConfig, adapter: PushTAdapter) -> None:
+def check_policy_matches_spec(config: PolicyConfig, adapter: SpecAdapter) -> None:
     """The checkpoint's network must take what the spec's streams give and predict its joints."""
     spec = adapter.spec
     expected = spec.observation_spec()
@@ -66,10 +76,10 @@ def check_policy_matches_spec(config: PolicyConfig, adapter: PushTAdapter) -> No
             f"{dict(observed.low_dim)}, but its data spec gives {dict(expected.cameras)} and "
             f"{dict(expected.low_dim)}"
         )
-    if config.action.dim != spec.action.size:
+    if config.action.dim != spec.action_spec().dim:
         raise CheckpointError(
             f"the checkpoint's network predicts {config.action.dim} action values, its "
-            f"data spec commands {spec.action.size} joints"
+            f"data spec commands {spec.action_spec().dim} joints"
         )
 
 
@@ -86,7 +96,7 @@ class DiffusionController:
     def __init__(
         self,
         policy: DiffusionPolicy,
-        adapter: PushTAdapter,
+        adapter: SpecAdapter,
         num_inference_steps: int | None = None,
         scheduler: str | None = None,
         noise_seed: int = 0,
@@ -153,7 +163,7 @@ class DiffusionController:
         self.predictions += 1
         if not np.all(np.isfinite(actions)):
             raise FloatingPointError("the policy predicted NaN or infinite actions")
-        return self.adapter.setpoints_xy(actions)
+        return self.adapter.command_vector(actions)
 
 
 class ExpertController:

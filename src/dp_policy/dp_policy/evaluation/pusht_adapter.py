@@ -200,6 +200,10 @@ class PushTAdapter:
             )
         return actions[..., self._action_order]
 
+    def command_vector(self, actions: np.ndarray) -> np.ndarray:
+        """The sim's set-point vectors for ``actions``: (x, y) in metres (``setpoints_xy``)."""
+        return self.setpoints_xy(actions)
+
     # -- binding ------------------------------------------------------------------------------
 
     @staticmethod

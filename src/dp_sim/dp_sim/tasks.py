@@ -1,0 +1,225 @@
+"""Simulated tasks behind one small interface, for offline evaluation (ROS-free).
+
+Offline evaluation (``dp_policy.evaluation``) knows no task: it resets a ``SimTask`` with a
+seed, reads the messages the task's ROS node would publish for the current state (duck-typed:
+the ROS messages' field names, so the policy's observations come through the same message
+conversions as in the dataset builder and the inference node), applies joint set points per
+command topic, and reads success and a score. Adding a task means adding one class here.
+
+Topics are relative to the sim node's namespace, as the node names them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from types import SimpleNamespace
+from typing import Any, Protocol
+
+import numpy as np
+
+from dp_sim.arm_robot import (
+    ARM_JOINT_NAMES,
+    ARM_LOWER_LIMITS,
+    ARM_UPPER_LIMITS,
+    CONTROL_PERIOD_S,
+    FINGER_JOINT_NAMES,
+    FINGER_RANGE_M,
+    GRIPPER_JOINT_NAMES,
+    ArmRobot,
+    ArmState,
+)
+
+POSE_STAMPED = "geometry_msgs/msg/PoseStamped"
+IMAGE = "sensor_msgs/msg/Image"
+JOINT_STATE = "sensor_msgs/msg/JointState"
+BOOL = "std_msgs/msg/Bool"
+ARM_COMMAND_TOPIC = "joint_trajectory_controller/joint_trajectory"
+GRIPPER_COMMAND_TOPIC = "gripper_trajectory_controller/joint_trajectory"
+# robosuite camera -> the sim node's topic prefix (dp_sim.arm_sim_node publishes the same).
+ARM_CAMERA_TOPICS = {"agentview": "front_camera", "robot0_eye_in_hand": "wrist_camera"}
+
+
+class SimTask(Protocol):
+    """One simulated episode at a time, seen and commanded as its ROS node exposes it."""
+
+    name: str
+    control_period: float  # s per step
+    published: Mapping[str, str]  # relative topic -> message type
+    commands: Mapping[str, tuple[str, ...]]  # relative command topic -> its joints, in order
+
+    def reset(self, seed: int) -> None: ...
+
+    def messages(self) -> dict[str, Any]:
+        """The messages of the current state by relative topic (no stamps)."""
+
+    def held_setpoints(self) -> dict[str, np.ndarray]:
+        """What each controller holds after a reset, before any command: the measured state."""
+
+    def step(self, setpoints: Mapping[str, np.ndarray]) -> None:
+        """One control period towards the set points (per command topic, in its joint order)."""
+
+    def outside_limits(self, setpoints: Mapping[str, np.ndarray]) -> bool:
+        """Whether any set point is beyond the joints' limits (the controller clamps it)."""
+
+    @property
+    def score(self) -> float:
+        """The task's score of the current state, in [0, 1] (1: solved)."""
+
+    @property
+    def success(self) -> bool: ...
+
+    @property
+    def steps(self) -> int: ...
+
+    @property
+    def done(self) -> bool: ...
+
+    def frame(self) -> np.ndarray | None:
+        """A camera image (H, W, 3) of the current state for montages, if the task has one."""
+
+    def close(self) -> None: ...
+
+
+def _pose(position: np.ndarray, quaternion: np.ndarray) -> SimpleNamespace:
+    x, y, z = (float(v) for v in position)
+    qx, qy, qz, qw = (float(v) for v in quaternion)
+    return SimpleNamespace(
+        header=SimpleNamespace(stamp=SimpleNamespace(sec=0, nanosec=0), frame_id="world"),
+        pose=SimpleNamespace(
+            position=SimpleNamespace(x=x, y=y, z=z),
+            orientation=SimpleNamespace(x=qx, y=qy, z=qz, w=qw),
+        ),
+    )
+
+
+def _image(pixels: np.ndarray) -> SimpleNamespace:
+    height, width, _ = pixels.shape
+    return SimpleNamespace(
+        height=height,
+        width=width,
+        encoding="rgb8",
+        is_bigendian=0,
+        step=3 * width,
+        data=np.ascontiguousarray(pixels, dtype=np.uint8).tobytes(),
+    )
+
+
+def arm_messages(task: str, state: ArmState) -> dict[str, Any]:
+    """What ``dp_sim.arm_sim_node`` publishes for ``state`` (see its ``_publish_state``)."""
+    messages: dict[str, Any] = {
+        "joint_states": SimpleNamespace(
+            name=[*ARM_JOINT_NAMES, *FINGER_JOINT_NAMES],
+            position=[*state.arm_position.tolist(), *state.finger_position.tolist()],
+            velocity=[*state.arm_velocity.tolist(), *state.finger_velocity.tolist()],
+            effort=[],
+        ),
+        f"{task}/object_pose": _pose(state.object_position, state.object_quaternion),
+        f"{task}/eef_pose": _pose(state.eef_position, state.eef_quaternion),
+        f"{task}/success": SimpleNamespace(data=bool(state.success)),
+    }
+    if state.goal_position is not None:
+        messages[f"{task}/goal_pose"] = _pose(state.goal_position, np.array([0.0, 0.0, 0.0, 1.0]))
+    for camera, pixels in state.images.items():
+        messages[f"{ARM_CAMERA_TOPICS[camera]}/image_raw"] = _image(pixels)
+    return messages
+
+
+class ArmTask:
+    """The simulated Panda on Lift or Can (``ArmRobot``) as a ``SimTask``: score = success."""
+
+    control_period = CONTROL_PERIOD_S
+
+    def __init__(
+        self,
+        task: str,
+        cameras: tuple[str, ...] = (),
+        image_size: tuple[int, int] = (84, 84),
+        max_steps: int = 400,
+    ) -> None:
+        width, height = image_size
+        self.robot = ArmRobot(task, cameras, width, height, max_steps)
+        self.name = task
+        self.published = {
+            "joint_states": JOINT_STATE,
+            f"{task}/object_pose": POSE_STAMPED,
+            f"{task}/eef_pose": POSE_STAMPED,
+            f"{task}/success": BOOL,
+            **({f"{task}/goal_pose": POSE_STAMPED} if task == "can" else {}),
+            **{f"{ARM_CAMERA_TOPICS[camera]}/image_raw": IMAGE for camera in cameras},
+        }
+        self.commands = {
+            ARM_COMMAND_TOPIC: ARM_JOINT_NAMES,
+            GRIPPER_COMMAND_TOPIC: GRIPPER_JOINT_NAMES,
+        }
+
+    @property
+    def state(self) -> ArmState:
+        if self.robot.state is None:
+            raise RuntimeError("reset() must be called first")
+        return self.robot.state
+
+    def reset(self, seed: int) -> None:
+        self.robot.reset(seed)
+
+    def messages(self) -> dict[str, Any]:
+        return arm_messages(self.name, self.state)
+
+    def held_setpoints(self) -> dict[str, np.ndarray]:
+        state = self.state
+        return {
+            ARM_COMMAND_TOPIC: state.arm_position.copy(),
+            GRIPPER_COMMAND_TOPIC: state.finger_position[:1].copy(),
+        }
+
+    def step(self, setpoints: Mapping[str, np.ndarray]) -> None:
+        fingers = np.asarray(setpoints[GRIPPER_COMMAND_TOPIC], dtype=np.float64)
+        self.robot.step(setpoints[ARM_COMMAND_TOPIC], float(fingers[0]))
+
+    def outside_limits(self, setpoints: Mapping[str, np.ndarray]) -> bool:
+        arm = np.asarray(setpoints[ARM_COMMAND_TOPIC])
+        fingers = np.asarray(setpoints[GRIPPER_COMMAND_TOPIC])
+        low, high = FINGER_RANGE_M
+        return bool(
+            np.any(arm < ARM_LOWER_LIMITS)
+            or np.any(arm > ARM_UPPER_LIMITS)
+            or np.any(fingers < low)
+            or np.any(fingers > high)
+        )
+
+    @property
+    def score(self) -> float:
+        return float(self.state.success)
+
+    @property
+    def success(self) -> bool:
+        return self.state.success
+
+    @property
+    def steps(self) -> int:
+        return self.state.steps
+
+    @property
+    def done(self) -> bool:
+        return self.state.done
+
+    def frame(self) -> np.ndarray | None:
+        images = self.state.images
+        return next(iter(images.values())) if images else None
+
+    def close(self) -> None:
+        self.robot.close()
+
+
+TASK_NAMES = ("lift", "can")
+
+
+def make_task(
+    name: str,
+    cameras: tuple[str, ...] = (),
+    image_size: tuple[int, int] = (84, 84),
+    max_steps: int = 400,
+) -> SimTask:
+    """The task called ``name`` (the arm tasks; PushT is evaluated by its own adapter)."""
+    if name in ("lift", "can"):
+        return ArmTask(name, cameras, image_size, max_steps)
+    raise ValueError(f"unknown task {name!r}; tasks: {list(TASK_NAMES)}")
