@@ -4,6 +4,8 @@
     python bench/task_success.py                        # 200 expert episodes, 30 min, low-dim
     python bench/task_success.py --bags ~/demos --budget 2h --policy image --device cuda
     python bench/task_success.py --episodes 20 --budget 3m --points 1 --eval-episodes 5  # smoke
+    python bench/task_success.py --task lift --episodes 100 --budget 30m   # the simulated arm
+    python bench/task_success.py --task can --policy expert                # the scripted expert
 
 1. Demonstrations: recorded with dp_sim's scripted expert over ROS exactly as the demo records
    them (the PushT sim, the expert node, dp_recorder, one bag per episode; seeds from
@@ -21,6 +23,12 @@ checkpoint: ``budget_s`` of training wall clock so far, ``mean_max_coverage``,
 ``success_rate``, ...) and the learning curve as a PNG beside it. Rows of other runs (a
 LeRobot side-by-side written by ``bench/lerobot_pusht.py``) are kept when ``--merge`` names
 their JSON.
+
+``--task lift`` / ``can``: the simulated Panda (dp_sim's arm sim and arm expert over ROS,
+recorded at 3x), ``train_<task>_lowdim_cpu``, the Robomimic protocol (50 episodes from seed
+100000, at most 400 steps of 0.05 s, success rate; rows carry ``mean_max_score``).
+``--policy expert`` evaluates the task's scripted expert through the same offline harness
+(one row, ``budget_s`` 0, no training).
 """
 
 from __future__ import annotations
@@ -37,7 +45,8 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-TASK = "pusht"
+MAX_STEPS = {"pusht": 300, "lift": 400, "can": 400}
+RECORD_RTF = {"pusht": 8.0, "lift": 3.0, "can": 3.0}
 
 
 def machine() -> dict[str, Any]:
@@ -77,7 +86,9 @@ def machine_slug(info: dict[str, Any]) -> str:
     return f"cpu{info.get('cpu_count') or ''}"
 
 
-def record_demonstrations(out: Path, episodes: int, seed: int, with_camera: bool) -> dict:
+def record_demonstrations(
+    out: Path, episodes: int, seed: int, with_camera: bool, task: str = "pusht"
+) -> dict:
     """Records expert episodes with the demo's recording stage (sim, expert, recorder)."""
     sys.path.insert(0, str(ROOT))
     from scripts.demo import record
@@ -86,7 +97,15 @@ def record_demonstrations(out: Path, episodes: int, seed: int, with_camera: bool
     os.environ.setdefault("ROS_DOMAIN_ID", str(1 + os.getpid() % 100))
     started = time.monotonic()
     with ProcessManager(out / "logs" / "record") as pm:
-        recorded = record.record(pm, out / "bags", episodes, 8.0, seed, with_camera)
+        recorded = record.record(
+            pm,
+            out / "bags",
+            episodes,
+            RECORD_RTF[task],
+            seed,
+            with_camera,
+            record.recording_task(task, with_camera),
+        )
     summary = record.summarize(recorded)
     summary.pop("episodes_list", None)
     summary["seconds"] = round(time.monotonic() - started, 1)
@@ -117,34 +136,45 @@ def train(args: argparse.Namespace, bags: list[str], out: Path) -> tuple[Path, f
     return run_dir, time.monotonic() - started
 
 
-def evaluate(checkpoint: Path, args: argparse.Namespace, out: Path) -> dict[str, Any]:
-    command = [sys.executable, "-m", "dp_policy.eval", "--checkpoint", str(checkpoint)]
+def evaluate(checkpoint: Path | None, args: argparse.Namespace, out: Path) -> dict[str, Any]:
+    command = [sys.executable, "-m", "dp_policy.eval", "--task", args.task]
+    command += ["--policy", "expert"] if checkpoint is None else ["--checkpoint", str(checkpoint)]
     command += ["--episodes", str(args.eval_episodes), "--start-seed", "100000"]
-    command += ["--max-steps", "300", "--device", args.device, "--no-progress", "--out", str(out)]
+    command += ["--max-steps", str(MAX_STEPS[args.task]), "--device", args.device]
+    command += ["--no-progress", "--out", str(out)]
     out.parent.mkdir(parents=True, exist_ok=True)
     with open(out.with_suffix(".log"), "w") as log:
         subprocess.run(command, check=True, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
     return json.loads((out / "eval.json").read_text())
 
 
-def checkpoint_row(checkpoint: Path, report: dict[str, Any], args: argparse.Namespace) -> dict:
-    manifest = json.loads((checkpoint / "config.json").read_text())
-    training = (manifest.get("extra_metadata") or {}).get("training") or {}
+def checkpoint_row(
+    checkpoint: Path | None, report: dict[str, Any], args: argparse.Namespace
+) -> dict:
+    training: dict[str, Any] = {}
+    if checkpoint is not None:
+        manifest = json.loads((checkpoint / "config.json").read_text())
+        training = (manifest.get("extra_metadata") or {}).get("training") or {}
     results = report["results"]
-    return {
-        "task": TASK,
+    row = {
+        "task": args.task,
         "policy": args.policy,
-        "implementation": "dp_policy",
+        "implementation": "dp_policy" if checkpoint is not None else "dp_sim scripted expert",
         "budget_s": round(float(training.get("wall_clock_s", 0.0)), 1),
         "step": training.get("step"),
-        "checkpoint": checkpoint.name,
-        "mean_max_coverage": round(float(results["mean_max_coverage"]), 4),
-        "mean_score": round(float(results["mean_score"]), 4),
+        "checkpoint": checkpoint.name if checkpoint is not None else None,
+    }
+    # PushT scores coverage; the arm tasks score success (their score is 1 when solved).
+    for key in ("mean_max_coverage", "mean_score", "mean_max_score"):
+        if key in results:
+            row[key] = round(float(results[key]), 4)
+    row |= {
         "success_rate": round(float(results["success_rate"]), 4),
         "successes": results["successes"],
         "episodes": results["episodes"],
         "first_seed": 100000,
     }
+    return row
 
 
 def _cuda_available() -> bool:
@@ -159,11 +189,12 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
     add("--bags", nargs="+", help="demonstration bags (default: record --episodes of the expert)")
     add("--episodes", type=int, default=200, help="expert episodes to record (default: 200)")
     add("--record-seed", type=int, default=0, help="first recorded seed (default: 0)")
-    add("--policy", choices=("lowdim", "image"), default="lowdim")
+    add("--task", choices=tuple(MAX_STEPS), default="pusht", help="(default: pusht)")
+    add("--policy", choices=("lowdim", "image", "expert"), default="lowdim")
     add(
         "--config",
         default=None,
-        help="train config (default: train_pusht_lowdim_cpu on a CPU, else train_pusht_<policy>)",
+        help="train config (default: train_<task>_lowdim_cpu on a CPU, else train_<task>_<policy>)",
     )
     add("--budget", default="30m", help="training wall clock, dataset included (default: 30m)")
     add("--points", type=int, default=6, help="evaluated points of the budget (default: 6)")
@@ -181,7 +212,7 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
         # A CPU trains the CPU-sized low-dim recipe; a GPU the paper's.
         on_cpu = args.device == "cpu" or (args.device == "auto" and not _cuda_available())
         suffix = "_cpu" if args.policy == "lowdim" and on_cpu else ""
-        args.config = f"train_pusht_{args.policy}{suffix}"
+        args.config = f"train_{args.task}_{args.policy}{suffix}"
     if args.points < 1:
         parser.error("--points must be >= 1")
     return args
@@ -195,10 +226,11 @@ def main(argv: list[str] | None = None) -> int:
     work = (args.work_dir or ROOT / "runs" / "bench" / f"task_success_{stamp}").resolve()
     work.mkdir(parents=True, exist_ok=True)
     output = (
-        args.output or ROOT / "bench" / "results" / f"task_success_{TASK}_{args.policy}_{slug}.json"
+        args.output
+        or ROOT / "bench" / "results" / f"task_success_{args.task}_{args.policy}_{slug}.json"
     )
     report: dict[str, Any] = {
-        "benchmark": f"task_success {TASK} {args.policy}",
+        "benchmark": f"task_success {args.task} {args.policy}",
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": info,
         "source": source_version(),
@@ -208,18 +240,24 @@ def main(argv: list[str] | None = None) -> int:
             "points": args.points,
             "eval_episodes": args.eval_episodes,
             "eval_first_seed": 100000,
-            "max_steps": 300,
+            "max_steps": MAX_STEPS[args.task],
             "train_overrides": args.train_override,
             "device": args.device,
         },
     }
+    if args.policy == "expert":
+        print(f"evaluating the {args.task} expert ...", flush=True)
+        report["settings"]["config"] = None
+        evaluation = evaluate(None, args, work / "eval" / "expert")
+        report["rows"] = [checkpoint_row(None, evaluation, args)]
+        return _write(report, output)
     if args.bags:
         bags = [str(Path(b).resolve()) for b in args.bags]
         report["demonstrations"] = {"bags": bags}
     else:
         print(f"recording {args.episodes} expert episodes ...", flush=True)
         report["demonstrations"] = record_demonstrations(
-            work, args.episodes, args.record_seed, args.policy == "image"
+            work, args.episodes, args.record_seed, args.policy == "image", args.task
         )
         bags = [str(work / "bags")]
     print(f"training {args.config} for {args.budget} ...", flush=True)
@@ -238,6 +276,10 @@ def main(argv: list[str] | None = None) -> int:
     for path in args.merge:
         rows += json.loads(path.read_text()).get("rows", [])
     report["rows"] = rows
+    return _write(report, output)
+
+
+def _write(report: dict[str, Any], output: Path) -> int:
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps(report, indent=2) + "\n")
     print(f"wrote {output}")

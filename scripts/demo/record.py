@@ -156,9 +156,7 @@ def record(
     recorder_state: dict[str, object] = {}
     results: list[RecordedEpisode] = []
     with RosSession("demo_record_bridge", use_sim_time=True) as ros:
-        ros.subscribe(
-            EpisodeEvent, task.episode_topic, lambda m: events.put((time.monotonic(), m))
-        )
+        ros.subscribe(EpisodeEvent, task.episode_topic, lambda m: events.put((time.monotonic(), m)))
         ros.subscribe(
             String, "/recorder/status", lambda m: recorder_state.update(json.loads(m.data))
         )

@@ -1,5 +1,6 @@
 """Online check: the inference node serves the trained checkpoint to the simulated robot for a
-few episodes; each episode's highest coverage and outcome come from the sim's own topics."""
+few episodes; each episode's highest score (PushT: coverage; the arm: success) and outcome come
+from the sim's own topics."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from sensor_msgs.msg import JointState
-from std_msgs.msg import Float64
+from std_msgs.msg import Bool, Float64
 from trajectory_msgs.msg import JointTrajectory
 
 from dp_msgs.msg import EpisodeEvent, PolicyStatus
@@ -28,6 +29,42 @@ _ACTIVE = (
     PolicyStatus.STATE_STALE_OBSERVATIONS,
 )
 _SETTLED = (*_ACTIVE, PolicyStatus.STATE_ERROR)
+
+
+@dataclass(frozen=True)
+class ServingTask:
+    """Which simulated robot the node is served to, and where its episodes and score are."""
+
+    sim_node: tuple[str, str]  # (node name, module)
+    sim_parameters: dict[str, object]
+    episode_topic: str
+    reset_service: str
+    score_topic: str  # Float64 (PushT's coverage) or Bool (the arm's success)
+    score_type: type
+    control_period_s: float
+
+
+PUSHT_SERVING = ServingTask(
+    sim_node=("pusht_sim", "dp_sim.sim_node"),
+    sim_parameters={},
+    episode_topic="/pusht/episode",
+    reset_service="/pusht/reset",
+    score_topic="/pusht/coverage",
+    score_type=Float64,
+    control_period_s=0.1,
+)
+
+
+def arm_serving(task: str, with_camera: bool) -> ServingTask:
+    return ServingTask(
+        sim_node=("arm_sim", "dp_sim.arm_sim_node"),
+        sim_parameters={"task": task, "front_camera": with_camera, "wrist_camera": with_camera},
+        episode_topic=f"/{task}/episode",
+        reset_service=f"/{task}/reset",
+        score_topic=f"/{task}/success",
+        score_type=Bool,
+        control_period_s=0.05,
+    )
 
 
 @dataclass
@@ -57,9 +94,9 @@ class _Monitor:
             self.travel = 0.0
             self.last_position: tuple[float, float] | None = None
 
-    def on_coverage(self, msg: Float64) -> None:
+    def on_score(self, msg: Float64 | Bool) -> None:
         with self.lock:
-            self.max_coverage = max(self.max_coverage, msg.data)
+            self.max_coverage = max(self.max_coverage, float(msg.data))
 
     def on_command(self, msg: JointTrajectory) -> None:
         with self.lock:
@@ -86,12 +123,15 @@ def serve(
     device: str,
     cpu_threads: int,
     max_step_fraction: float,
+    task: ServingTask = PUSHT_SERVING,
 ) -> list[ServedEpisode]:
     sim_time = real_time_factor != 1.0
+    sim_name, sim_module = task.sim_node
     pm.start_node(
-        "pusht_sim",
-        "dp_sim.sim_node",
+        sim_name,
+        sim_module,
         {
+            **task.sim_parameters,
             "real_time_factor": real_time_factor,
             "max_episode_steps": max_episode_steps,
             "seed": start_seed,
@@ -112,8 +152,8 @@ def serve(
     monitor = _Monitor()
     results: list[ServedEpisode] = []
     with RosSession("demo_serve_monitor", use_sim_time=sim_time) as ros:
-        ros.subscribe(EpisodeEvent, "/pusht/episode", monitor.events.put)
-        ros.subscribe(Float64, "/pusht/coverage", monitor.on_coverage)
+        ros.subscribe(EpisodeEvent, task.episode_topic, monitor.events.put)
+        ros.subscribe(task.score_type, task.score_topic, monitor.on_score)
         ros.subscribe(JointTrajectory, COMMAND_TOPIC, monitor.on_command)
         ros.subscribe(JointState, "/joint_states", monitor.on_joints)
         ros.subscribe(PolicyStatus, "/dp/policy_status", monitor.on_status)
@@ -134,17 +174,17 @@ def serve(
                 f"{STAGE}: policy_node is not running after 180 s ({detail}); "
                 f"see {pm.log_dir / 'policy_node.log'}"
             )
-        episode_timeout = 3.0 * max_episode_steps * 0.1 / real_time_factor + 30.0
+        episode_timeout = 3.0 * max_episode_steps * task.control_period_s / real_time_factor + 30.0
         for index in range(episodes):
             seed = start_seed + index
             # Events of episodes before this reset (the sim's own first one) are stale.
             while not monitor.events.empty():
                 monitor.events.get_nowait()
             response = ros.call(
-                STAGE, ResetSimulation, "/pusht/reset", ResetSimulation.Request(seed=seed), 30.0
+                STAGE, ResetSimulation, task.reset_service, ResetSimulation.Request(seed=seed), 30.0
             )
             if not response.success:
-                raise StageError(f"{STAGE}: /pusht/reset refused seed {seed}")
+                raise StageError(f"{STAGE}: {task.reset_service} refused seed {seed}")
             monitor.reset_counters()
             stop = _wait_for_stop(pm, monitor, episode_timeout)
             with monitor.lock:
@@ -161,8 +201,9 @@ def serve(
             last = results[-1]
             print(
                 f"  [serve] episode {index + 1}/{episodes} seed {seed}: success={last.success} "
-                f"max coverage {last.max_coverage:.3f}, {last.steps} steps, "
-                f"{last.chunks_received} chunks, pusher moved {last.pusher_travel_m:.3f} m",
+                f"max score {last.max_coverage:.3f}, {last.steps} steps, "
+                f"{last.chunks_received} chunks, first two joints moved "
+                f"{last.pusher_travel_m:.3f}",
                 flush=True,
             )
         if monitor.status is not None:

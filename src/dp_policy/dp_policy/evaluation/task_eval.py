@@ -206,6 +206,7 @@ def write_task_outputs(result: TaskEvaluationResult, directory: Path) -> dict[st
             "max_steps": result.config.max_steps,
             "control_period_s": 0.05,
             "latency_steps": result.config.latency_steps,
+            "action_horizon": (result.checkpoint or {}).get("action_horizon"),
             "success": "the task's own check (robosuite's _check_success); the episode ends there",
         },
         "policy": {"kind": result.config.policy, "checkpoint": result.checkpoint},
