@@ -395,6 +395,30 @@ def plot_task_success(report: dict[str, Any], out: Path) -> Path:
     return _save(figure, out)
 
 
+def plot_arm_sim_speed(report: dict[str, Any], out: Path) -> Path:
+    """Control steps per second of the simulated arm per task and camera setting."""
+    rows = report.get("rows") or []
+    figure = Figure(figsize=(9, 4.2), layout="constrained")
+    ax = figure.subplots()
+    tasks = sorted({row["task"] for row in rows})
+    settings = list(dict.fromkeys(row["setting"] for row in rows))
+    width = 0.8 / max(1, len(tasks))
+    for index, task in enumerate(tasks):
+        values = [
+            next((r["steps_per_s"] for r in rows if r["task"] == task and r["setting"] == s), 0)
+            for s in settings
+        ]
+        xs = [x + index * width for x in range(len(settings))]
+        bars = ax.bar(xs, values, width, color=COLOURS[index % len(COLOURS)], label=task)
+        ax.bar_label(bars, fmt="%.0f", **SMALL)
+    ax.axhline(20.0, color=MUTED, ls="--", lw=1, label="real time (20 Hz)")
+    ax.set_xticks([x + width * (len(tasks) - 1) / 2 for x in range(len(settings))], settings)
+    ax.set(ylabel="control steps per second", yscale="log")
+    ax.legend(**SMALL)
+    _header(figure, report, "simulated Panda (robosuite): steps per second")
+    return _save(figure, out)
+
+
 Plotter = Callable[[dict[str, Any], Path], Path]
 # kind: (how its "benchmark" field starts, plotter)
 KINDS: dict[str, tuple[str, Plotter]] = {
@@ -404,6 +428,7 @@ KINDS: dict[str, tuple[str, Plotter]] = {
     "expert_success": ("dp_sim scripted PushT expert", plot_expert_success),
     "policy_node_check": ("dp_policy_node GPU check", plot_node_check),
     "task_success": ("task_success", plot_task_success),
+    "arm_sim_speed": ("arm_sim_speed", plot_arm_sim_speed),
 }
 
 

@@ -187,6 +187,13 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add = parser.add_argument
     add("--bags", nargs="+", help="demonstration bags (default: record --episodes of the expert)")
+    add(
+        "--train-dir",
+        type=Path,
+        default=None,
+        help="a finished run of the train command for a budget: evaluate its timed checkpoints "
+        "instead of training (the run's own wall clock is each row's budget_s)",
+    )
     add("--episodes", type=int, default=200, help="expert episodes to record (default: 200)")
     add("--record-seed", type=int, default=0, help="first recorded seed (default: 0)")
     add("--task", choices=tuple(MAX_STEPS), default="pusht", help="(default: pusht)")
@@ -251,6 +258,20 @@ def main(argv: list[str] | None = None) -> int:
         evaluation = evaluate(None, args, work / "eval" / "expert")
         report["rows"] = [checkpoint_row(None, evaluation, args)]
         return _write(report, output)
+    if args.train_dir is not None:
+        run_dir = args.train_dir.resolve()
+        config = (
+            json.loads((run_dir / "config.json").read_text())
+            if (run_dir / "config.json").is_file()
+            else {}
+        )
+        report["settings"]["train_dir"] = str(run_dir)
+        report["demonstrations"] = {"bags": (config.get("data") or {}).get("bags")}
+        report["training"] = {
+            "wall_clock_s": _last_wall_clock(run_dir),
+            "dataset": json.loads((run_dir / "dataset.json").read_text()).get("report", {}),
+        }
+        return _evaluate_run(run_dir, args, work, report, output)
     if args.bags:
         bags = [str(Path(b).resolve()) for b in args.bags]
         report["demonstrations"] = {"bags": bags}
@@ -266,6 +287,19 @@ def main(argv: list[str] | None = None) -> int:
         "wall_clock_s": round(seconds, 1),
         "dataset": json.loads((run_dir / "dataset.json").read_text()).get("report", {}),
     }
+    return _evaluate_run(run_dir, args, work, report, output)
+
+
+def _last_wall_clock(run_dir: Path) -> float | None:
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    clocks = [json.loads(line).get("wall_clock_s") for line in lines]
+    return max((c for c in clocks if c is not None), default=None)
+
+
+def _evaluate_run(
+    run_dir: Path, args: argparse.Namespace, work: Path, report: dict[str, Any], output: Path
+) -> int:
+    """Every timed checkpoint of ``run_dir`` on the protocol, one row each, then the JSON."""
     rows = []
     checkpoints = sorted((run_dir / "checkpoints").glob("step_*"))
     for checkpoint in checkpoints:
