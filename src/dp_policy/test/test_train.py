@@ -272,6 +272,25 @@ def test_installed_configs_are_valid(tmp_path, capsys) -> None:
         resolve_config_path("no_such_config")
 
 
+ARM_ACTION = (*(f"panda_joint{i}" for i in range(1, 8)), "panda_finger_joint1")
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["train_lift_lowdim_cpu", "train_can_lowdim_cpu", "train_lift_image", "train_can_image"],
+)
+def test_installed_arm_configs_are_valid(name: str) -> None:
+    config = build_config(resolve_config_path(name))
+    spec = config.data.load_spec()
+    policy = config.policy_config(spec)
+    # Two controllers: the arm's seven joints, then the gripper's finger, every 0.05 s.
+    assert spec.action_keys == ("arm", "gripper")
+    assert policy.action.names == ARM_ACTION and spec.dt == pytest.approx(0.05)
+    if name.endswith("_image"):
+        cameras = {"front_image": (3, 84, 84), "wrist_image": (3, 84, 84)}
+        assert policy.observation.cameras == cameras
+
+
 def test_bad_input_exits_with_a_message_and_writes_nothing(tmp_path, capsys) -> None:
     bags = tmp_path / "bags"
     bf.write_pusht_bag(bags / "a", topics=(bf.IMAGE_TOPIC, bf.JOINT_TOPIC, bf.COMMAND_TOPIC))
