@@ -206,6 +206,13 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
     add("--budget", default="30m", help="training wall clock, dataset included (default: 30m)")
     add("--points", type=int, default=6, help="evaluated points of the budget (default: 6)")
     add("--eval-episodes", type=int, default=50, help="episodes per point (default: 50)")
+    add(
+        "--eval-points",
+        type=int,
+        default=None,
+        help="evaluate only this many of the timed checkpoints, evenly spread, the last one "
+        "always (default: every one)",
+    )
     add("--device", default="auto", help="training and evaluation device (default: auto)")
     add("--work-dir", type=Path, default=None, help="bags, run, evals (default: runs/bench/..)")
     add("--output", type=Path, default=None, help="result JSON (default: bench/results/..)")
@@ -290,6 +297,16 @@ def main(argv: list[str] | None = None) -> int:
     return _evaluate_run(run_dir, args, work, report, output)
 
 
+def _spread(checkpoints: list[Path], count: int | None) -> list[Path]:
+    """``count`` of ``checkpoints`` evenly spread over the run, the last one included."""
+    if count is None or count >= len(checkpoints) or count < 1:
+        return checkpoints
+    picks = {round(i * (len(checkpoints) - 1) / max(1, count - 1)) for i in range(count)}
+    if count == 1:
+        picks = {len(checkpoints) - 1}
+    return [checkpoints[i] for i in sorted(picks)]
+
+
 def _last_wall_clock(run_dir: Path) -> float | None:
     lines = (run_dir / "metrics.jsonl").read_text().splitlines()
     clocks = [json.loads(line).get("wall_clock_s") for line in lines]
@@ -301,7 +318,7 @@ def _evaluate_run(
 ) -> int:
     """Every timed checkpoint of ``run_dir`` on the protocol, one row each, then the JSON."""
     rows = []
-    checkpoints = sorted((run_dir / "checkpoints").glob("step_*"))
+    checkpoints = _spread(sorted((run_dir / "checkpoints").glob("step_*")), args.eval_points)
     for checkpoint in checkpoints:
         print(f"evaluating {checkpoint.name} ...", flush=True)
         evaluation = evaluate(checkpoint, args, work / "eval" / checkpoint.name)
