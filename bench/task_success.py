@@ -267,16 +267,11 @@ def main(argv: list[str] | None = None) -> int:
         return _write(report, output)
     if args.train_dir is not None:
         run_dir = args.train_dir.resolve()
-        config = (
-            json.loads((run_dir / "config.json").read_text())
-            if (run_dir / "config.json").is_file()
-            else {}
-        )
         report["settings"]["train_dir"] = str(run_dir)
-        report["demonstrations"] = {"bags": (config.get("data") or {}).get("bags")}
+        report["demonstrations"] = {"bags": _run_bags(run_dir)}
         report["training"] = {
             "wall_clock_s": _last_wall_clock(run_dir),
-            "dataset": json.loads((run_dir / "dataset.json").read_text()).get("report", {}),
+            "dataset": _dataset_summary(run_dir),
         }
         return _evaluate_run(run_dir, args, work, report, output)
     if args.bags:
@@ -292,9 +287,29 @@ def main(argv: list[str] | None = None) -> int:
     run_dir, seconds = train(args, bags, work)
     report["training"] = {
         "wall_clock_s": round(seconds, 1),
-        "dataset": json.loads((run_dir / "dataset.json").read_text()).get("report", {}),
+        "dataset": _dataset_summary(run_dir),
     }
     return _evaluate_run(run_dir, args, work, report, output)
+
+
+def _run_bags(run_dir: Path) -> list[str] | None:
+    """The bags a run of the train command was trained on, from its config.yaml."""
+    import yaml
+
+    path = run_dir / "config.yaml"
+    config = yaml.safe_load(path.read_text()) if path.is_file() else {}
+    return (config.get("data") or {}).get("bags")
+
+
+def _dataset_summary(run_dir: Path) -> dict[str, Any]:
+    """What the run's dataset was: its build report without the long lists."""
+    data = json.loads((run_dir / "dataset.json").read_text())
+    data = data.get("report", data)
+    summary = {key: value for key, value in data.items() if key not in ("bags", "cache")}
+    for key in ("train_episodes", "val_episodes"):
+        if isinstance(summary.get(key), list):
+            summary[key] = len(summary[key])
+    return summary
 
 
 def _spread(checkpoints: list[Path], count: int | None) -> list[Path]:
