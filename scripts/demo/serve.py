@@ -4,6 +4,7 @@ from the sim's own topics."""
 
 from __future__ import annotations
 
+import json
 import math
 import queue
 import threading
@@ -42,6 +43,9 @@ class ServingTask:
     score_topic: str  # Float64 (PushT's coverage) or Bool (the arm's success)
     score_type: type
     control_period_s: float
+    # Joints commanded open/closed in one step (a gripper): their step limit is their whole
+    # training range, the others' max_step_fraction of theirs.
+    binary_joints: tuple[str, ...] = ()
 
 
 PUSHT_SERVING = ServingTask(
@@ -64,7 +68,21 @@ def arm_serving(task: str, with_camera: bool) -> ServingTask:
         score_topic=f"/{task}/success",
         score_type=Bool,
         control_period_s=0.05,
+        binary_joints=("panda_finger_joint1",),
     )
+
+
+def arm_max_step(checkpoint: Path, fraction: float, task: ServingTask) -> list[float]:
+    """Per action joint of ``checkpoint``: ``fraction`` of its training range, or (a gripper
+    that the expert opens and closes in one step) a little more than the whole range."""
+    manifest = json.loads((checkpoint / "config.json").read_text())
+    names = manifest["policy_config"]["action"]["names"]
+    ranges = manifest["normalizer"]["action"]
+    steps = []
+    for name, low, high in zip(names, ranges["min"], ranges["max"], strict=True):
+        width = max(float(high) - float(low), 1e-6)
+        steps.append(1.05 * width if name in task.binary_joints else fraction * width)
+    return steps
 
 
 @dataclass
@@ -125,6 +143,9 @@ def serve(
     max_step_fraction: float,
     task: ServingTask = PUSHT_SERVING,
 ) -> list[ServedEpisode]:
+    node_limits: dict[str, object] = {"max_step_fraction": max_step_fraction}
+    if task.binary_joints:
+        node_limits = {"max_step": arm_max_step(checkpoint, max_step_fraction, task)}
     sim_time = real_time_factor != 1.0
     sim_name, sim_module = task.sim_node
     pm.start_node(
@@ -145,7 +166,7 @@ def serve(
             "autostart": True,
             "device": device,
             "cpu_threads": cpu_threads,
-            "max_step_fraction": max_step_fraction,
+            **node_limits,
             "use_sim_time": sim_time,
         },
     )
