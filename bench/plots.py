@@ -452,6 +452,8 @@ def detect_kind(report: Any) -> str:
     rows = report.get("rows")
     if isinstance(rows, list) and rows and isinstance(rows[0], dict) and "budget_s" in rows[0]:
         return "task_success"
+    if isinstance(rows, list) and rows and isinstance(rows[0], dict) and "steps_per_s" in rows[0]:
+        return "arm_sim_speed"
     if "camera_ramp" in report and isinstance(report.get("runs"), list):
         return "recorder_throughput"
     if isinstance(results, dict) and results and all(isinstance(v, dict) for v in results.values()):
