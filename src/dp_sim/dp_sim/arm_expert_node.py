@@ -22,13 +22,14 @@ from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 from dp_msgs.msg import EpisodeEvent
 from dp_sim.arm_expert import ExpertSettings, make_expert
 from dp_sim.arm_robot import (
+    ARM_COMMAND_TOPIC,
     ARM_JOINT_NAMES,
     CONTROL_PERIOD_S,
+    GRIPPER_COMMAND_TOPIC,
     GRIPPER_JOINT_NAMES,
     TASKS,
     ArmRobot,
 )
-from dp_sim.arm_sim_node import ARM_COMMAND_TOPIC, GRIPPER_COMMAND_TOPIC
 from dp_sim.node_runner import run_node
 from dp_sim.parameters import Parameter, declare
 

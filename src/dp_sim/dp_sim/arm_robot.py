@@ -31,6 +31,11 @@ ARM_LOWER_LIMITS = np.array([-2.8973, -1.7628, -2.8973, -3.0718, -2.8973, -0.017
 ARM_UPPER_LIMITS = np.array([2.8973, 1.7628, 2.8973, -0.0698, 2.8973, 3.7525, 2.8973])
 CONTROL_PERIOD_S = 0.05  # 20 Hz, the Robomimic tasks' control rate
 CAMERA_NAMES = ("agentview", "robot0_eye_in_hand")
+# The sim node's topics (relative to its namespace), shared with the task adapter (dp_sim.tasks):
+# each robosuite camera's topic prefix, and the arm's and the gripper's command topics.
+CAMERA_TOPICS = {"agentview": "front_camera", "robot0_eye_in_hand": "wrist_camera"}
+ARM_COMMAND_TOPIC = "joint_trajectory_controller/joint_trajectory"
+GRIPPER_COMMAND_TOPIC = "gripper_trajectory_controller/joint_trajectory"
 # Robosuite's position gain of its joint-position controller is 50 (1/s^2, applied through the
 # mass matrix); 400 tracks a 20 Hz set-point stream within about two steps, as a stiff
 # industrial position loop does, and stays stable at the 500 Hz physics rate.

@@ -23,12 +23,15 @@ from visualization_msgs.msg import Marker, MarkerArray
 
 from dp_sim.arm_kinematics import ArmKinematics
 from dp_sim.arm_robot import (
+    ARM_COMMAND_TOPIC,
     ARM_JOINT_NAMES,
     ARM_LOWER_LIMITS,
     ARM_UPPER_LIMITS,
+    CAMERA_TOPICS,
     CONTROL_PERIOD_S,
     FINGER_JOINT_NAMES,
     FINGER_RANGE_M,
+    GRIPPER_COMMAND_TOPIC,
     GRIPPER_JOINT_NAMES,
     TASKS,
     ArmRobot,
@@ -42,12 +45,13 @@ from dp_sim.sim_robot_node import (
     episode_parameters,
     stamp_seconds,
 )
-from dp_sim.trajectory import TrajectoryFollower, TrajectoryPoint, TrajectoryRejectedError
+from dp_sim.trajectory import (
+    TrajectoryFollower,
+    TrajectoryPoint,
+    TrajectoryRejectedError,
+    points_of,
+)
 
-# Topic prefix and camera frame names per robosuite camera.
-CAMERA_TOPICS = {"agentview": "front_camera", "robot0_eye_in_hand": "wrist_camera"}
-ARM_COMMAND_TOPIC = "joint_trajectory_controller/joint_trajectory"
-GRIPPER_COMMAND_TOPIC = "gripper_trajectory_controller/joint_trajectory"
 _PATH_LENGTH = 200  # hand positions kept for the path marker (10 s)
 
 PARAMETERS = (
@@ -259,16 +263,7 @@ class ArmSimNode(SimRobotNode):
         lower: np.ndarray,
         upper: np.ndarray,
     ) -> list[TrajectoryPoint] | None:
-        points = [
-            TrajectoryPoint(
-                time_from_start=point.time_from_start.sec + point.time_from_start.nanosec * 1e-9,
-                positions=list(point.positions),
-                velocities=list(point.velocities),
-                accelerations=list(point.accelerations),
-                effort=list(point.effort),
-            )
-            for point in message.points
-        ]
+        points = points_of(message)
         try:
             follower.set_trajectory(
                 list(message.joint_names),

@@ -39,7 +39,11 @@ from dp_sim.sim_robot_node import (
     episode_parameters,
     stamp_seconds,
 )
-from dp_sim.trajectory import TrajectoryFollower, TrajectoryPoint, TrajectoryRejectedError
+from dp_sim.trajectory import (
+    TrajectoryFollower,
+    TrajectoryRejectedError,
+    points_of,
+)
 
 _LOOP = episode_parameters(CONTROL_PERIOD_S, MAX_EPISODE_STEPS, "the T reached the goal")
 PARAMETERS = (
@@ -179,16 +183,7 @@ class PushTSimNode(SimRobotNode):
 
     def _on_trajectory(self, message: JointTrajectory) -> None:
         state = self._robot.state
-        points = [
-            TrajectoryPoint(
-                time_from_start=point.time_from_start.sec + point.time_from_start.nanosec * 1e-9,
-                positions=list(point.positions),
-                velocities=list(point.velocities),
-                accelerations=list(point.accelerations),
-                effort=list(point.effort),
-            )
-            for point in message.points
-        ]
+        points = points_of(message)
         try:
             self._follower.set_trajectory(
                 list(message.joint_names),

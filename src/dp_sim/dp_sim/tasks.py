@@ -18,12 +18,15 @@ from typing import Any, Protocol
 import numpy as np
 
 from dp_sim.arm_robot import (
+    ARM_COMMAND_TOPIC,
     ARM_JOINT_NAMES,
     ARM_LOWER_LIMITS,
     ARM_UPPER_LIMITS,
+    CAMERA_TOPICS,
     CONTROL_PERIOD_S,
     FINGER_JOINT_NAMES,
     FINGER_RANGE_M,
+    GRIPPER_COMMAND_TOPIC,
     GRIPPER_JOINT_NAMES,
     ArmRobot,
     ArmState,
@@ -33,10 +36,6 @@ POSE_STAMPED = "geometry_msgs/msg/PoseStamped"
 IMAGE = "sensor_msgs/msg/Image"
 JOINT_STATE = "sensor_msgs/msg/JointState"
 BOOL = "std_msgs/msg/Bool"
-ARM_COMMAND_TOPIC = "joint_trajectory_controller/joint_trajectory"
-GRIPPER_COMMAND_TOPIC = "gripper_trajectory_controller/joint_trajectory"
-# robosuite camera -> the sim node's topic prefix (dp_sim.arm_sim_node publishes the same).
-ARM_CAMERA_TOPICS = {"agentview": "front_camera", "robot0_eye_in_hand": "wrist_camera"}
 
 
 class SimTask(Protocol):
@@ -120,7 +119,7 @@ def arm_messages(task: str, state: ArmState) -> dict[str, Any]:
     if state.goal_position is not None:
         messages[f"{task}/goal_pose"] = _pose(state.goal_position, np.array([0.0, 0.0, 0.0, 1.0]))
     for camera, pixels in state.images.items():
-        messages[f"{ARM_CAMERA_TOPICS[camera]}/image_raw"] = _image(pixels)
+        messages[f"{CAMERA_TOPICS[camera]}/image_raw"] = _image(pixels)
     return messages
 
 
@@ -145,7 +144,7 @@ class ArmTask:
             f"{task}/eef_pose": POSE_STAMPED,
             f"{task}/success": BOOL,
             **({f"{task}/goal_pose": POSE_STAMPED} if task == "can" else {}),
-            **{f"{ARM_CAMERA_TOPICS[camera]}/image_raw": IMAGE for camera in cameras},
+            **{f"{CAMERA_TOPICS[camera]}/image_raw": IMAGE for camera in cameras},
         }
         self.commands = {
             ARM_COMMAND_TOPIC: ARM_JOINT_NAMES,

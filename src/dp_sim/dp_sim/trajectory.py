@@ -49,6 +49,20 @@ class _Knot:
     acceleration: np.ndarray | None
 
 
+def points_of(message) -> list[TrajectoryPoint]:
+    """The points of a ``trajectory_msgs/JointTrajectory`` (or anything with its fields)."""
+    return [
+        TrajectoryPoint(
+            time_from_start=point.time_from_start.sec + point.time_from_start.nanosec * 1e-9,
+            positions=list(point.positions),
+            velocities=list(point.velocities),
+            accelerations=list(point.accelerations),
+            effort=list(point.effort),
+        )
+        for point in message.points
+    ]
+
+
 class TrajectoryFollower:
     """Holds the active trajectory and gives the setpoint at any time."""
 

@@ -46,9 +46,9 @@ def task_of_spec(spec: DataSpec) -> str:
 
 def _cameras(spec: DataSpec) -> tuple[tuple[str, ...], tuple[int, int]]:
     """The robosuite cameras and the (width, height) the spec's image streams need."""
-    from dp_sim.tasks import ARM_CAMERA_TOPICS
+    from dp_sim.arm_robot import CAMERA_TOPICS
 
-    by_topic = {f"/{topic}/image_raw": camera for camera, topic in ARM_CAMERA_TOPICS.items()}
+    by_topic = {f"/{topic}/image_raw": camera for camera, topic in CAMERA_TOPICS.items()}
     cameras, sizes = [], set()
     for stream in spec.observations:
         if stream.kind != "image":
