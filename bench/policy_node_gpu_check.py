@@ -4,6 +4,9 @@
     PYTHONPATH=src/dp_policy:src/dp_policy_node:/tmp/site python bench/policy_node_gpu_check.py
     # Anywhere, on the CPU, with small models:
     python bench/policy_node_gpu_check.py --device cpu --small
+    # A trained checkpoint at its own rate (dt, To, Tp, Ta, cameras from its manifest):
+    python bench/policy_node_gpu_check.py --device cpu --checkpoint runs/lift_image_cpu/final \
+        --output bench/results/served_rate_lift_image_cpu2.json
 
 For two policies -- the paper's image policy (one 96x96 camera + 2-D agent position, U-Net
 down_dims (512, 1024, 2048), ResNet-18 encoder) and a low-dim one (2-D agent + 5-D block pose,
@@ -21,6 +24,10 @@ U-Net (256, 512, 1024)) -- built with random weights and saved as real checkpoin
 - each of ``--sampler-backends`` (default eager and auto: the CUDA graph on a GPU, the fast
   path on a CPU) in turn, with what actually served, its warm-up check against eager, and the
   speed-up over eager.
+
+``--checkpoint DIR`` serves that checkpoint instead (its weights, its timing: the chunk period is
+its Ta times its dt), so the same figures answer "does this policy keep up on this machine?":
+``served_rate`` says whether the p99 turnaround plus the margin fits in a chunk's execution.
 
 Writes JSON to bench/results/policy_node_gpu_check.json (machine, settings, results, checks)
 and exits 1 if a check fails. Meant to finish within 2 minutes on an H100.
@@ -58,6 +65,7 @@ from dp_policy import (  # noqa: E402
     PolicyConfig,
     UNetConfig,
     VisionConfig,
+    read_checkpoint_manifest,
     save_checkpoint,
 )
 from dp_policy_node.chunk_scheduler import ChunkScheduler  # noqa: E402
@@ -109,12 +117,15 @@ def save_random_checkpoint(config: PolicyConfig, directory: Path) -> float:
 
 
 def random_observations(config: PolicyConfig, generator: np.random.Generator) -> dict:
+    """One request's observations ``{key: (To, ...)}``: the network's cost does not depend on
+    their content."""
+    steps = config.horizon.observation_horizon
     observations = {
-        key: generator.integers(0, 256, size=(TO, *shape), dtype=np.uint8)
+        key: generator.integers(0, 256, size=(steps, *shape), dtype=np.uint8)
         for key, shape in config.observation.cameras.items()
     }
     for key, size in config.observation.low_dim.items():
-        observations[key] = generator.uniform(0.0, 1.0, size=(TO, size))
+        observations[key] = generator.uniform(0.0, 1.0, size=(steps, size))
     return observations
 
 
@@ -161,7 +172,7 @@ def serve(worker: InferenceWorker, config: PolicyConfig, requests: int, budget_s
             last_tick = now
         if result.error is not None:
             raise RuntimeError(f"inference failed: {result.error}")
-        if result.samples.shape != (1, TP, config.action.dim):
+        if result.samples.shape != (1, config.horizon.prediction_horizon, config.action.dim):
             raise RuntimeError(f"unexpected chunk shape {result.samples.shape}")
         bad += int(not np.all(np.isfinite(result.samples)))
         latencies.append(result.latency)
@@ -176,9 +187,14 @@ def serve(worker: InferenceWorker, config: PolicyConfig, requests: int, budget_s
     }
 
 
-def schedule(turnarounds: list[float]) -> dict:
-    """The scheduler's decisions with the measured turnaround, and a replay of the latencies."""
-    scheduler = ChunkScheduler(dt=DT, action_horizon=TA, latency_margin=LATENCY_MARGIN)
+def schedule(turnarounds: list[float], config: PolicyConfig) -> dict:
+    """The scheduler's decisions with the measured turnaround, and a replay of the latencies,
+    at the policy's own rate (its dt and horizons)."""
+    dt = config.action.dt
+    To = config.horizon.observation_horizon
+    Tp = config.horizon.prediction_horizon
+    Ta = config.horizon.action_horizon
+    scheduler = ChunkScheduler(dt=dt, action_horizon=Ta, latency_margin=LATENCY_MARGIN)
     for value in turnarounds:
         scheduler.record_turnaround(value)
     end = 10 * NS
@@ -187,23 +203,23 @@ def schedule(turnarounds: list[float]) -> dict:
         "lead_s": round(scheduler.lead_s, 4),
         "request_before_chunk_end_s": round((end - scheduler.request_at_ns()) / NS, 4),
         "fits": scheduler.fits(),
-        "chunk_execution_s": round((TA - 1) * DT, 3),
+        "chunk_execution_s": round((Ta - 1) * dt, 3),
     }
     # Replay: camera at 30 Hz, the node looks every 10 ms, each chunk takes the next measured
     # turnaround (cycled); the scheduler learns from them as the node does.
-    replay = ChunkScheduler(dt=DT, action_horizon=TA, latency_margin=LATENCY_MARGIN)
+    replay = ChunkScheduler(dt=dt, action_horizon=Ta, latency_margin=LATENCY_MARGIN)
     replay.record_turnaround(turnarounds[0])
     frame = NS // 30
     now, index, previous_end = 0, 0, None
     chunks = late = gaps = 0
     executed: list[float] = []
-    sequence = np.zeros((TP, 2))
+    sequence = np.zeros((Tp, config.action.dim))
     while now < 60 * NS:
         if replay.decide(now).request:
             latency = turnarounds[index % len(turnarounds)]
             index += 1
             publish = now + round(latency * NS)
-            plan = plan_chunk(sequence, now - now % frame, DT, TO, TA, publish, 20_000_000)
+            plan = plan_chunk(sequence, now - now % frame, dt, To, Ta, publish, 20_000_000)
             replay.record_turnaround(latency)
             chunks += 1
             if not len(plan):
@@ -227,11 +243,24 @@ def schedule(turnarounds: list[float]) -> dict:
     return decisions
 
 
-def check_policy(name: str, config: PolicyConfig, device: str, args, workdir: Path) -> dict:
-    """One checkpoint, served by each of ``args.sampler_backends`` in turn (the budget shared)."""
-    directory = workdir / name
-    save_s = save_random_checkpoint(config, directory)
+def check_policy(
+    name: str, config: PolicyConfig, device: str, args, workdir: Path, trained: Path | None = None
+) -> dict:
+    """One checkpoint, served by each of ``args.sampler_backends`` in turn (the budget shared):
+    ``trained``, or random weights saved under ``workdir``."""
+    if trained is None:
+        directory = workdir / name
+        save_s = save_random_checkpoint(config, directory)
+    else:
+        directory, save_s = trained, 0.0
     result: dict = {
+        "checkpoint": str(trained) if trained is not None else None,
+        "dt": config.action.dt,
+        "horizons": {
+            "To": config.horizon.observation_horizon,
+            "Tp": config.horizon.prediction_horizon,
+            "Ta": config.horizon.action_horizon,
+        },
         "down_dims": list(config.unet.down_dims),
         "cameras": {key: list(shape) for key, shape in config.observation.cameras.items()},
         "low_dim": dict(config.observation.low_dim),
@@ -248,6 +277,14 @@ def check_policy(name: str, config: PolicyConfig, device: str, args, workdir: Pa
         result["parameters_m"] = served.pop("parameters_m")
         result["backends"][backend] = served
         result["checks"].update({f"{backend}.{check}": ok for check, ok in checks.items()})
+        # Served at its rate: the next chunk, asked for p99 turnaround + margin before the
+        # current one ends, arrives before the robot runs out of set points.
+        result.setdefault("served_rate", {})[backend] = {
+            "fits": served["scheduler"]["fits"],
+            "turnaround_p99_ms": served["turnaround"]["p99_ms"],
+            "chunk_execution_ms": round(served["scheduler"]["chunk_execution_s"] * 1e3, 1),
+            "late_chunks_in_replay": served["scheduler"]["replay"]["late_chunks"],
+        }
     if "eager" in result["backends"] and len(backends) > 1:
         eager = result["backends"]["eager"]["latency"]["p50_ms"]
         result["speedup_p50_vs_eager"] = {
@@ -299,7 +336,7 @@ def serve_backend(
         "memory_after_load": loaded,
         "memory_after_cleanup": after,
         **{key: value for key, value in served.items() if key != "raw_turnarounds_s"},
-        "scheduler": schedule(served["raw_turnarounds_s"]),
+        "scheduler": schedule(served["raw_turnarounds_s"], config),
     }
     checks = {
         "worker_thread_stopped": closed,
@@ -355,6 +392,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     parser.add_argument("--small", action="store_true", help="small U-Nets (CPU smoke run)")
+    parser.add_argument(
+        "--checkpoint",
+        type=Path,
+        default=None,
+        help="serve this trained checkpoint at its own rate instead of the two random ones",
+    )
     parser.add_argument("--requests", type=int, default=200, help="chunks per policy (at most)")
     parser.add_argument(
         "--budget-s",
@@ -382,9 +425,14 @@ def main() -> int:
     print(f"device {device} (requested {args.device})", flush=True)
     results = {}
     with tempfile.TemporaryDirectory(prefix="dp_gpu_check_") as workdir:
-        for name, config in policy_configs(args.small).items():
+        if args.checkpoint is not None:
+            manifest = read_checkpoint_manifest(args.checkpoint)
+            policies = {"checkpoint": PolicyConfig.from_dict(manifest["policy_config"])}
+        else:
+            policies = policy_configs(args.small)
+        for name, config in policies.items():
             print(f"{name}: building, saving, loading, serving ...", flush=True)
-            results[name] = check_policy(name, config, device, args, Path(workdir))
+            results[name] = check_policy(name, config, device, args, Path(workdir), args.checkpoint)
             for backend, served in results[name]["backends"].items():
                 latency = served["latency"]
                 print(
@@ -395,6 +443,7 @@ def main() -> int:
                     flush=True,
                 )
             print(f"{name}: checks {results[name]['checks']}", flush=True)
+            print(f"{name}: served at its rate {results[name]['served_rate']}", flush=True)
     document = {
         "benchmark": "dp_policy_node GPU check: inference thread, latency, scheduling, cleanup",
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -403,6 +452,8 @@ def main() -> int:
             "device_requested": args.device,
             "device": device,
             "small": args.small,
+            "checkpoint": str(args.checkpoint) if args.checkpoint is not None else None,
+            # The random policies' timing; a trained checkpoint's is in its result.
             "dt": DT,
             "horizons": {"To": TO, "Tp": TP, "Ta": TA},
             "num_inference_steps": 10,
