@@ -347,8 +347,13 @@ def _score(row: dict[str, Any]) -> float:
 def plot_task_success(report: dict[str, Any], out: Path) -> Path:
     """The learning curve: score and success against training wall clock, per implementation."""
     rows = report.get("rows") or []
-    figure = Figure(figsize=(11, 4.8), layout="constrained")
-    coverage_ax, success_ax = figure.subplots(1, 2)
+    curve = (report.get("training") or {}).get("loss_curve")
+    panels = 3 if curve and curve.get("loss") else 2
+    figure = Figure(figsize=(5.5 * panels, 4.8), layout="constrained")
+    axes = figure.subplots(1, panels)
+    coverage_ax, success_ax = axes[0], axes[1]
+    if panels == 3:
+        _loss_panel(axes[2], curve)
     implementations = sorted({str(row.get("implementation", "?")) for row in rows})
     for index, name in enumerate(implementations):
         chosen = sorted(
@@ -393,6 +398,18 @@ def plot_task_success(report: dict[str, Any], out: Path) -> Path:
     )
     _header(figure, report, title)
     return _save(figure, out)
+
+
+def _loss_panel(ax: Axes, curve: dict[str, list[float]]) -> None:
+    """Training loss (and validation loss at its steps) against the training step."""
+    ax.plot(curve["step"], curve["loss"], color=COLOURS[0], lw=1, label="training loss")
+    if curve.get("val_loss"):
+        ax.plot(curve["val_step"], curve["val_loss"], "o-", color=COLOURS[1], ms=3, label="val")
+    ax.set_yscale("log")
+    minutes = curve["wall_clock_s"][-1] / 60.0 if curve.get("wall_clock_s") else 0.0
+    ax.set(xlabel=f"training step ({minutes:.0f} min of wall clock)", ylabel="diffusion loss")
+    ax.grid(alpha=0.25, which="both")
+    ax.legend(loc="upper right", **SMALL)
 
 
 def plot_arm_sim_speed(report: dict[str, Any], out: Path) -> Path:

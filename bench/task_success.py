@@ -177,6 +177,16 @@ def checkpoint_row(
     return row
 
 
+def _config_exists(name: str) -> bool:
+    from dp_policy.train import resolve_config_path
+
+    try:
+        resolve_config_path(name)
+    except FileNotFoundError:
+        return False
+    return True
+
+
 def _cuda_available() -> bool:
     import torch
 
@@ -223,10 +233,12 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
 
     args.budget_s = parse_duration(args.budget)
     if args.config is None:
-        # A CPU trains the CPU-sized low-dim recipe; a GPU the paper's.
+        # A CPU trains the CPU-sized recipe where one ships (train_<task>_<policy>_cpu), a GPU
+        # the paper's.
         on_cpu = args.device == "cpu" or (args.device == "auto" and not _cuda_available())
-        suffix = "_cpu" if args.policy == "lowdim" and on_cpu else ""
-        args.config = f"train_{args.task}_{args.policy}{suffix}"
+        args.config = f"train_{args.task}_{args.policy}"
+        if on_cpu and _config_exists(f"{args.config}_cpu"):
+            args.config += "_cpu"
     if args.points < 1:
         parser.error("--points must be >= 1")
     return args
@@ -272,6 +284,7 @@ def main(argv: list[str] | None = None) -> int:
         report["training"] = {
             "wall_clock_s": _last_wall_clock(run_dir),
             "dataset": _dataset_summary(run_dir),
+            "loss_curve": loss_curve(run_dir),
         }
         return _evaluate_run(run_dir, args, work, report, output)
     if args.bags:
@@ -288,6 +301,7 @@ def main(argv: list[str] | None = None) -> int:
     report["training"] = {
         "wall_clock_s": round(seconds, 1),
         "dataset": _dataset_summary(run_dir),
+        "loss_curve": loss_curve(run_dir),
     }
     return _evaluate_run(run_dir, args, work, report, output)
 
@@ -320,6 +334,32 @@ def _spread(checkpoints: list[Path], count: int | None) -> list[Path]:
     if count == 1:
         picks = {len(checkpoints) - 1}
     return [checkpoints[i] for i in sorted(picks)]
+
+
+def loss_curve(run_dir: Path, points: int = 200) -> dict[str, list[float]]:
+    """The run's training and validation losses against its wall clock (at most ``points`` of
+    each, evenly thinned), from its metrics.jsonl: that the network learns, on any budget."""
+    train: list[tuple[int, float, float]] = []
+    val: list[tuple[int, float]] = []
+    clock = 0.0
+    for line in (run_dir / "metrics.jsonl").read_text().splitlines():
+        record = json.loads(line)
+        clock = float(record.get("wall_clock_s", clock))
+        if "loss" in record:
+            train.append((int(record["step"]), clock, float(record["loss"])))
+        if "val_loss" in record:
+            val.append((int(record["step"]), float(record["val_loss"])))
+    keep = max(1, len(train) // points)
+    train = train[::keep]
+    keep = max(1, len(val) // points)
+    val = val[::keep]
+    return {
+        "step": [row[0] for row in train],
+        "wall_clock_s": [round(row[1], 1) for row in train],
+        "loss": [round(row[2], 5) for row in train],
+        "val_step": [row[0] for row in val],
+        "val_loss": [round(row[1], 5) for row in val],
+    }
 
 
 def _last_wall_clock(run_dir: Path) -> float | None:

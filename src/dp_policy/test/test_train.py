@@ -277,7 +277,14 @@ ARM_ACTION = (*(f"panda_joint{i}" for i in range(1, 8)), "panda_finger_joint1")
 
 @pytest.mark.parametrize(
     "name",
-    ["train_lift_lowdim_cpu", "train_can_lowdim_cpu", "train_lift_image", "train_can_image"],
+    [
+        "train_lift_lowdim_cpu",
+        "train_can_lowdim_cpu",
+        "train_lift_image",
+        "train_can_image",
+        "train_lift_image_cpu",
+        "train_can_image_cpu",
+    ],
 )
 def test_installed_arm_configs_are_valid(name: str) -> None:
     config = build_config(resolve_config_path(name))
@@ -286,7 +293,7 @@ def test_installed_arm_configs_are_valid(name: str) -> None:
     # Two controllers: the arm's seven joints, then the gripper's finger, every 0.05 s.
     assert spec.action_keys == ("arm", "gripper")
     assert policy.action.names == ARM_ACTION and spec.dt == pytest.approx(0.05)
-    if name.endswith("_image"):
+    if "_image" in name:
         cameras = {"front_image": (3, 84, 84), "wrist_image": (3, 84, 84)}
         assert policy.observation.cameras == cameras
 
