@@ -108,3 +108,35 @@ def test_offline_eval_and_summary(tiny_run: Path) -> None:
     assert row["seed"] == 100000
     assert row["offline_max_coverage"] is not None
     assert row["offline_node_timing_max_coverage"] is not None
+
+
+@pytest.mark.parametrize(
+    ("argv", "config", "serve_rtf", "budget"),
+    [
+        ([], "train_pusht_lowdim_cpu", 1.0, "10m"),
+        (["--task", "lift"], "train_lift_lowdim_cpu", 1.0, "10m"),
+        # Two software-rendered cameras are slower than 20 Hz on a CPU: served in slow motion.
+        (["--task", "lift", "--policy", "image"], "train_lift_image_cpu", 0.2, "30m"),
+        (["--task", "can", "--policy", "image", "--device", "cuda"], "train_can_image", 1.0, "30m"),
+        (["--policy", "image", "--device", "cuda"], "train_pusht_image", 1.0, "10m"),
+    ],
+)
+def test_the_options_choose_the_recipe_and_the_serving_rate(
+    argv: list[str], config: str, serve_rtf: float, budget: str
+) -> None:
+    sys.path.insert(0, str(ROOT))
+    from scripts.demo.__main__ import parse_arguments, train_command
+
+    args = parse_arguments(argv)
+    assert args.serve_rtf == serve_rtf and args.train_budget == budget
+    command = train_command(args, Path("bags"), Path("train"), Path("cache"))
+    assert command[command.index("--config") + 1] == config
+
+
+def test_an_arm_task_refuses_the_paper_size_low_dim_recipe(capsys) -> None:
+    sys.path.insert(0, str(ROOT))
+    from scripts.demo.__main__ import parse_arguments
+
+    with pytest.raises(SystemExit):
+        parse_arguments(["--task", "lift", "--full-size"])
+    assert "no paper-size low-dim recipe" in capsys.readouterr().err
