@@ -72,10 +72,9 @@ from dp_policy.data_spec import DataSpec  # noqa: E402
 from dp_policy.datasets.replay_store import ReplayData, identity_mappings, open_replay  # noqa: E402
 from dp_policy.datasets.sampler import Horizons, SequenceSampler, split_episodes  # noqa: E402
 from dp_policy.evaluation.controllers import noise_generator  # noqa: E402
-from dp_policy.evaluation.pusht_adapter import PushTAdapter  # noqa: E402
 from dp_policy.evaluation.rollout import EpisodeResult, RolloutRunner, RolloutSettings  # noqa: E402
+from dp_policy.evaluation.task_binding import TaskBinding, task_factory  # noqa: E402
 from dp_policy.training.budget import parse_duration  # noqa: E402
-from dp_sim.pusht_robot import TaskState  # noqa: E402
 
 TASK = "pusht"
 POLICY = "lowdim"
@@ -402,13 +401,13 @@ class LeRobotController:
         policy: DiffusionPolicy,
         preprocessor: Any,
         postprocessor: Any,
-        adapter: PushTAdapter,
+        binding: TaskBinding,
         noise_seed: int = 0,
     ) -> None:
         self.policy = policy.eval()
         self.preprocessor = preprocessor
         self.postprocessor = postprocessor
-        self.adapter = adapter
+        self.binding = binding
         self.noise_seed = noise_seed
         self.observation_horizon = policy.config.n_obs_steps
         self._generators: dict[int, torch.Generator] = {}
@@ -421,7 +420,7 @@ class LeRobotController:
         self,
         slots: Sequence[int],
         observations: Mapping[str, np.ndarray],
-        states: Sequence[TaskState],
+        messages: Sequence[Mapping[str, Any]],
     ) -> np.ndarray:
         config = self.policy.config
         shape = (1, config.horizon, config.action_feature.shape[0])
@@ -439,20 +438,22 @@ class LeRobotController:
         self.predictions += 1
         if not np.all(np.isfinite(actions)):
             raise FloatingPointError("the policy predicted NaN or infinite actions")
-        return self.adapter.setpoints_xy(actions)
+        return self.binding.command_vector(actions)
 
 
 def evaluate(
     policy: DiffusionPolicy,
     preprocessor: Any,
     postprocessor: Any,
-    adapter: PushTAdapter,
+    binding: TaskBinding,
     args: argparse.Namespace,
 ) -> tuple[list[EpisodeResult], dict[str, float]]:
     """Our protocol: the episodes in lockstep groups, 300 steps, no latency."""
     policy.reset()
-    controller = LeRobotController(policy, preprocessor, postprocessor, adapter, args.noise_seed)
-    runner = RolloutRunner(controller, adapter, RolloutSettings(MAX_STEPS, latency_steps=0))
+    controller = LeRobotController(policy, preprocessor, postprocessor, binding, args.noise_seed)
+    make_task = task_factory(binding.spec, TASK, MAX_STEPS)
+    settings = RolloutSettings(MAX_STEPS, latency_steps=0)
+    runner = RolloutRunner(make_task, controller, binding, settings)
     seeds = list(range(FIRST_SEED, FIRST_SEED + args.eval_episodes))
     started = time.perf_counter()
     results: list[EpisodeResult] = []
@@ -480,8 +481,8 @@ def row(snapshot: Snapshot, results: list[EpisodeResult]) -> dict[str, Any]:
         "budget_s": round(snapshot.wall_clock_s, 1),
         "step": snapshot.step,
         "checkpoint": f"point_{snapshot.point}",
-        "mean_max_coverage": round(float(np.mean([r.max_coverage for r in results])), 4),
-        "mean_score": round(float(np.mean([r.max_reward for r in results])), 4),
+        "mean_max_coverage": round(float(np.mean([r.max_score for r in results])), 4),
+        "mean_score": round(float(np.mean([r.score for r in results])), 4),
         "success_rate": round(successes / count, 4),
         "successes": successes,
         "episodes": count,
@@ -561,14 +562,21 @@ def main(argv: list[str] | None = None) -> int:
     training["dataset"] = description
     print(f"trained {training['steps']} steps in {training['wall_clock_s']} s", flush=True)
 
-    adapter = PushTAdapter(spec)
+    # The spec bound to one PushT task (the topics and controllers every episode's task has).
+    template = task_factory(spec, TASK, MAX_STEPS)()
+    binding = TaskBinding(spec, template)
+    template.reset(FIRST_SEED)
+    binding.check_messages()
     rows, evaluations = [], []
-    for snapshot in snapshots:
-        policy.load_state_dict(snapshot.weights)
-        results, timing = evaluate(policy, preprocessor, postprocessor, adapter, args)
-        rows.append(row(snapshot, results))
-        evaluations.append({"checkpoint": rows[-1]["checkpoint"], **timing})
-        print(json.dumps(rows[-1]), flush=True)
+    try:
+        for snapshot in snapshots:
+            policy.load_state_dict(snapshot.weights)
+            results, timing = evaluate(policy, preprocessor, postprocessor, binding, args)
+            rows.append(row(snapshot, results))
+            evaluations.append({"checkpoint": rows[-1]["checkpoint"], **timing})
+            print(json.dumps(rows[-1]), flush=True)
+    finally:
+        template.close()
 
     info = machine()
     output = args.output or (

@@ -16,6 +16,7 @@ faster than real time with the sim's simulated clock (the demo records at 8x).
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,12 +37,13 @@ from dp_policy.data_spec import DataSpec
 from dp_policy.datasets.cache import DatasetCache
 from dp_policy.datasets.episodes import EpisodeSelection
 from dp_policy.datasets.replay_store import FRAME_TIME_ARRAY
-from dp_policy.evaluation.pusht_adapter import PushTAdapter
+from dp_policy.evaluation.task_binding import TaskBinding
 from dp_sim.mapping import (
     JOINT_NAMES,
     joints_to_pixels,
 )
 from dp_sim.pusht_robot import PushTRobot, TaskState
+from dp_sim.pusht_task import PushTTask, pusht_messages
 from dp_testing.probe import GraphProbe
 from dp_testing.processes import ProcessGraph
 
@@ -49,8 +51,6 @@ ROOT = Path(__file__).resolve().parents[1]
 SPEC = DataSpec.from_dict(
     yaml.safe_load((ROOT / "src/dp_policy/config/pusht_lowdim_data_spec.yaml").read_text())
 )
-# Offline evaluation's view of the sim (the same conversions as the node's and the builder's).
-_ADAPTER = PushTAdapter(SPEC)
 COMMAND_TOPIC = "/joint_trajectory_controller/joint_trajectory"
 EPISODE_TOPIC = "/pusht/episode"
 COVERAGE_TOPIC = "/pusht/coverage"
@@ -306,11 +306,18 @@ def _read_bag(bag: Path) -> BagEpisode:
 # -- replay ---------------------------------------------------------------------------------
 
 
+@functools.cache
+def _binding() -> TaskBinding:
+    """Offline evaluation's view of the sim (the same conversions as the node's and the
+    builder's): the spec bound to the PushT task."""
+    return TaskBinding(SPEC, PushTTask())
+
+
 def _observed(state: TaskState) -> dict[str, np.ndarray]:
     """The spec's observation values of a sim state as offline evaluation feeds them to the
-    policy (``PushTAdapter``): equal to the dataset's rows, so training and evaluation see the
-    same numbers for the same state."""
-    return _ADAPTER.observe(state)
+    policy (``TaskBinding`` over the sim node's messages): equal to the dataset's rows, so
+    training and evaluation see the same numbers for the same state."""
+    return _binding().observe(pusht_messages(state))
 
 
 def _replay(

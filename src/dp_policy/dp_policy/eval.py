@@ -149,6 +149,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = EvalConfig(
             checkpoint=arguments.checkpoint,
             policy=arguments.policy,
+            task=task,
             episodes=arguments.episodes,
             start_seed=arguments.start_seed,
             max_steps=arguments.max_steps or default_steps,

@@ -1,4 +1,5 @@
-"""The PushT adapter: data spec streams read from what the ROS sim publishes, in its units."""
+"""The spec bound to the PushT task: data spec streams read from what the ROS sim publishes,
+in its units (``TaskBinding`` over ``dp_sim.pusht_task.PushTTask``)."""
 
 from __future__ import annotations
 
@@ -11,8 +12,8 @@ import numpy as np
 import pytest
 
 from dp_policy.data_spec import DataSpec
-from dp_policy.evaluation import PushTAdapter, UnmappableSpecError, sim_messages
-from dp_policy.evaluation.pusht_adapter import DEFAULT_IMAGE_SIZE
+from dp_policy.evaluation import TaskBinding, UnmappableSpecError, task_factory
+from dp_policy.evaluation.task_binding import spec_cameras
 from dp_sim.mapping import (
     joints_to_pixels,
     pixel_velocity_to_joints,
@@ -21,7 +22,7 @@ from dp_sim.mapping import (
     task_pose_to_world,
     world_pose_to_task,
 )
-from dp_sim.pusht_robot import PushTRobot
+from dp_sim.pusht_task import COMMAND_TOPIC, DEFAULT_IMAGE_SIZE, PushTTask, pusht_messages
 
 CONFIG = Path(__file__).resolve().parents[1] / "config"
 IMAGE_SPEC = DataSpec.from_yaml(CONFIG / "pusht_data_spec.yaml")
@@ -35,23 +36,41 @@ def _spec(change=None) -> DataSpec:
     return DataSpec.from_dict(data)
 
 
-def _moved_state(width: int = 96, height: int = 96):
-    """A state after a few steps: the pusher moving, so velocities are not zero."""
-    robot = PushTRobot(width, height)
+def _bound(spec: DataSpec) -> tuple[PushTTask, TaskBinding]:
+    """The spec bound to a PushT task made as the evaluation makes it, reset and checked."""
+    task = task_factory(spec, "pusht", 300)()
     try:
-        robot.reset(100000)
-        for target in ([300.0, 200.0], [320.0, 180.0], [340.0, 170.0]):
-            state = robot.step(np.array(target))
-        return state
-    finally:
-        robot.close()
+        binding = TaskBinding(spec, task)
+        task.reset(100000)
+        binding.check_messages()
+    except BaseException:
+        task.close()
+        raise
+    return task, binding
+
+
+def _refused(spec: DataSpec) -> None:
+    """Binds ``spec`` as ``_bound`` does, for the refusals (closing the task)."""
+    task, _ = _bound(spec)
+    task.close()
+
+
+def _moved_state(task: PushTTask):
+    """A state after a few steps: the pusher moving, so velocities are not zero."""
+    task.reset(100000)
+    for target in ([300.0, 200.0], [320.0, 180.0], [340.0, 170.0]):
+        task.step({COMMAND_TOPIC: pixels_to_joints(np.array(target))})
+    return task.state
 
 
 def test_image_spec_gives_the_camera_image_and_joint_positions_in_metres() -> None:
-    adapter = PushTAdapter(IMAGE_SPEC)
-    assert adapter.image_size == (96, 96)
-    state = _moved_state()
-    observation = adapter.observe(state)
+    assert spec_cameras(IMAGE_SPEC, "pusht") == (("camera",), (96, 96))
+    task, binding = _bound(IMAGE_SPEC)
+    try:
+        state = _moved_state(task)
+        observation = binding.observe()
+    finally:
+        task.close()
     assert set(observation) == {"image", "agent_pos"}
     image = observation["image"]
     assert image.dtype == np.uint8 and image.shape == (3, 96, 96)
@@ -65,10 +84,15 @@ def test_image_spec_gives_the_camera_image_and_joint_positions_in_metres() -> No
 
 
 def test_lowdim_spec_gives_the_block_pose_as_the_sim_publishes_it() -> None:
-    adapter = PushTAdapter(LOWDIM_SPEC)
-    assert adapter.image_size == DEFAULT_IMAGE_SIZE
-    state = _moved_state()
-    observation = adapter.observe(state)
+    assert spec_cameras(LOWDIM_SPEC, "pusht") == ((), None)
+    task, binding = _bound(LOWDIM_SPEC)
+    try:
+        # No stream needs the image: the camera renders at the sim node's default size.
+        assert (task.state.image.shape[1], task.state.image.shape[0]) == DEFAULT_IMAGE_SIZE
+        state = _moved_state(task)
+        observation = binding.observe()
+    finally:
+        task.close()
     assert set(observation) == {"agent_pos", "block_pose"}
     x, y, yaw = task_pose_to_world(state.block_pose)
     # The default spec gives the yaw as (sin, cos): continuous where the quaternion's (z, w)
@@ -92,10 +116,14 @@ def test_joint_order_velocities_mono_images_sizes_and_namespaces() -> None:
         joints.update(joints=["pusher_y_joint", "pusher_x_joint"], joint_field="velocity")
         data["action"]["joints"] = ["pusher_y_joint", "pusher_x_joint"]
 
-    adapter = PushTAdapter(_spec(change))
-    assert adapter.image_size == (64, 48)
-    state = _moved_state(64, 48)
-    observation = adapter.observe(state)
+    spec = _spec(change)
+    assert spec_cameras(spec, "pusht") == (("camera",), (64, 48))
+    task, binding = _bound(spec)
+    try:
+        state = _moved_state(task)
+        observation = binding.observe()
+    finally:
+        task.close()
     assert observation["image"].shape == (1, 48, 64)
     luma = state.image.astype(np.float32) @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
     np.testing.assert_array_equal(observation["image"][0], np.rint(luma).astype(np.uint8))
@@ -103,14 +131,19 @@ def test_joint_order_velocities_mono_images_sizes_and_namespaces() -> None:
     assert np.any(np.abs(velocity) > 1e-3)
     np.testing.assert_allclose(observation["agent_pos"], velocity[::-1])
     # Actions come in the spec's joint order (y, x); the task wants (x, y) pixels.
-    setpoints = adapter.setpoints_xy(np.array([[0.1, -0.05], [0.0, 0.2]]))
+    setpoints = binding.command_vector(np.array([[0.1, -0.05], [0.0, 0.2]]))
     np.testing.assert_allclose(setpoints, [[-0.05, 0.1], [0.2, 0.0]])
     np.testing.assert_allclose(joints_to_pixels(setpoints[0]), [206.0, 156.0])
 
 
-def test_sim_messages_are_what_the_sim_node_publishes() -> None:
-    state = _moved_state()
-    messages = sim_messages(state)
+def test_pusht_messages_are_what_the_sim_node_publishes() -> None:
+    task = PushTTask()
+    try:
+        state = _moved_state(task)
+        assert task.messages().keys() == task.published.keys()
+    finally:
+        task.close()
+    messages = pusht_messages(state)
     image = messages["camera/image_raw"]
     assert (image.encoding, image.height, image.width, image.step) == ("rgb8", 96, 96, 288)
     joints = messages["joint_states"]
@@ -138,7 +171,11 @@ def _add_stream(**stream):
         (_stream(0, topic="/camera/depth"), "'image' \\(topic /camera/depth.*no such topic"),
         (
             _stream(0, message_type="sensor_msgs/msg/CompressedImage"),
-            re.escape("'image' (topic /camera/image_raw, kind image): the sim publishes raw"),
+            re.escape(
+                "'image' (topic /camera/image_raw, kind image): the sim publishes "
+                "sensor_msgs/msg/Image on /camera/image_raw; image streams are evaluated on raw"
+            )
+            + ".*compression artefacts",
         ),
         (
             _stream(1, joint_field="effort"),
@@ -146,11 +183,11 @@ def _add_stream(**stream):
         ),
         (
             _stream(1, joints=["pusher_x_joint", "elbow"]),
-            "'agent_pos'.*no joint\\(s\\) \\['elbow'\\]",
+            "'agent_pos'.*lacks joint\\(s\\) \\['elbow'\\]",
         ),
         (
             _stream(1, topic="/camera/image_raw"),
-            "'agent_pos'.*joint states come from /joint_states",
+            "'agent_pos'.*/camera/image_raw carries sensor_msgs/msg/Image",
         ),
         (
             _add_stream(
@@ -188,7 +225,8 @@ def _add_stream(**stream):
         ),
         (
             lambda d: d["action"].update(joints=["pusher_x_joint"]),
-            "action stream 'action'.*positions of both joints",
+            "action stream 'action'.*takes the positions of "
+            "\\['pusher_x_joint', 'pusher_y_joint'\\] \\(in any order\\)",
         ),
         (
             lambda d: d.update(
@@ -207,4 +245,4 @@ def _add_stream(**stream):
 )
 def test_specs_the_sim_cannot_serve_are_refused_naming_the_stream(change, expected) -> None:
     with pytest.raises(UnmappableSpecError, match=expected):
-        PushTAdapter(_spec(change))
+        _refused(_spec(change))

@@ -22,13 +22,15 @@ from dp_policy.data_spec import DataSpec, data_spec_metadata
 from dp_policy.eval import main
 from dp_policy.evaluation import (
     EvalConfig,
-    PushTAdapter,
+    TaskBinding,
     plan_execution,
     run_evaluation,
+    task_factory,
 )
 from dp_policy.evaluation.controllers import DiffusionController, ExpertController, noise_generator
 from dp_policy.evaluation.rollout import PlanSchedule, RolloutRunner, RolloutSettings
 from dp_sim.pusht_robot import PushTRobot
+from dp_sim.pusht_task import PushTTask, PushTTaskExpert
 
 CONFIG = Path(__file__).resolve().parents[1] / "config"
 IMAGE_SPEC = DataSpec.from_yaml(CONFIG / "pusht_data_spec.yaml")
@@ -63,6 +65,14 @@ def tiny_checkpoint(directory: Path, spec: DataSpec = IMAGE_SPEC) -> Path:
 @pytest.fixture(scope="module")
 def image_checkpoint(tmp_path_factory) -> Path:
     return tiny_checkpoint(tmp_path_factory.mktemp("checkpoint") / "tiny_image")
+
+
+@pytest.fixture(scope="module")
+def pusht_task():
+    task = PushTTask()
+    task.reset(100000)
+    yield task
+    task.close()
 
 
 # -- the served timing ----------------------------------------------------------------------
@@ -117,10 +127,12 @@ def test_latency_drops_past_actions_and_replans_early_enough() -> None:
 
 
 @pytest.mark.parametrize("scheduler", ["DDIMScheduler", "DDPMScheduler"])
-def test_batched_sampling_is_predict_action_with_one_generator_per_episode(scheduler) -> None:
+def test_batched_sampling_is_predict_action_with_one_generator_per_episode(
+    scheduler, pusht_task
+) -> None:
     policy = tiny_policy(LOWDIM_SPEC).eval()
     controller = DiffusionController(
-        policy, PushTAdapter(LOWDIM_SPEC), num_inference_steps=5, scheduler=scheduler
+        policy, TaskBinding(LOWDIM_SPEC, pusht_task), num_inference_steps=5, scheduler=scheduler
     )
     generator = torch.Generator().manual_seed(3)
     observations = {
@@ -191,7 +203,7 @@ def test_cli_runs_a_checkpoint_in_two_workers_and_writes_json_and_png(
             progress=False,
         )
     )
-    assert [e.to_json() for e in again.episodes] == report["episodes"]
+    assert [e.to_json("coverage") for e in again.episodes] == report["episodes"]
 
 
 def test_same_seeds_give_the_same_rollouts_and_other_noise_seeds_do_not(image_checkpoint) -> None:
@@ -207,7 +219,7 @@ def test_same_seeds_give_the_same_rollouts_and_other_noise_seeds_do_not(image_ch
             montage_episodes=0,
             progress=False,
         )
-        return [episode.to_json() for episode in run_evaluation(config).episodes]
+        return [episode.to_json("coverage") for episode in run_evaluation(config).episodes]
 
     first = run(0)
     assert run(0) == first
@@ -231,7 +243,7 @@ def test_the_expert_through_the_harness_solves_its_seeds() -> None:
         assert [e.success for e in result.episodes] == [True, True], latency
         assert result.mean_score == 1.0 and result.success_rate == 1.0
         first = result.episodes[0]
-        assert first.success_step == first.steps < 300 and first.max_coverage > 0.95
+        assert first.success_step == first.steps < 300 and first.max_score > 0.95
         assert first.frames and first.frames[-1][0] == first.steps
 
 
@@ -267,7 +279,8 @@ def test_montage_frames_show_the_coverage_of_the_state_they_show() -> None:
         start = robot.reset(seed)
     finally:
         robot.close()
-    runner = RolloutRunner(ExpertController(), None, settings)
+    make_task = task_factory(None, "pusht", settings.max_steps)
+    runner = RolloutRunner(make_task, ExpertController(PushTTaskExpert), None, settings)
     try:
         (episode,) = runner.run([seed], montage_seeds=frozenset({seed}))
     finally:
@@ -280,9 +293,9 @@ def test_montage_frames_show_the_coverage_of_the_state_they_show() -> None:
     assert episode.frames[0][2] == pytest.approx(expected, abs=1e-6)
     # Later frames: the coverage recorded for the step they show.
     for step, _, coverage in episode.frames[1:]:
-        assert coverage == episode.coverage_trace[step - 1]
-    assert len(episode.coverage_trace) == episode.steps == 10
-    assert max(episode.coverage_trace) == episode.max_coverage
+        assert coverage == episode.score_trace[step - 1]
+    assert len(episode.score_trace) == episode.steps == 10
+    assert max(episode.score_trace) == episode.max_score
 
 
 def test_checkpoints_the_sim_cannot_serve_fail_clearly(tmp_path, capsys) -> None:
@@ -333,23 +346,23 @@ def test_configuration_is_validated_and_the_plan_follows_the_policy_kind(tmp_pat
     assert (plan.workers, plan.batch_size, plan.threads) == (1, 50, 2)
 
 
-def test_action_horizon_override_sets_how_much_of_each_plan_runs() -> None:
+def test_action_horizon_override_sets_how_much_of_each_plan_runs(pusht_task) -> None:
     # Tp 8, To 2: seven set points of a plan are executable; the node replans before its Ta.
     policy = tiny_policy(LOWDIM_SPEC)
-    adapter = PushTAdapter(LOWDIM_SPEC)
+    binding = TaskBinding(LOWDIM_SPEC, pusht_task)
     observations = {
         "agent_pos": np.zeros((1, 2, 2), dtype=np.float32),
         "block_pose": np.zeros((1, 2, 4), dtype=np.float32),
     }
     for action_horizon, expected in ((None, 4), (2, 2), (7, 7)):
         controller = DiffusionController(
-            policy, adapter, num_inference_steps=2, action_horizon=action_horizon
+            policy, binding, num_inference_steps=2, action_horizon=action_horizon
         )
         controller.reset(0, 100000)
-        state = PushTRobot().reset(100000)
-        assert controller.plan([0], observations, [state]).shape == (1, expected, 2)
+        messages = pusht_task.messages()
+        assert controller.plan([0], observations, [messages]).shape == (1, expected, 2)
     for wrong in (0, 8):
         with pytest.raises(ValueError, match="action_horizon must be in"):
-            DiffusionController(policy, adapter, action_horizon=wrong)
+            DiffusionController(policy, binding, action_horizon=wrong)
     with pytest.raises(ValueError, match="action_horizon"):
         EvalConfig(checkpoint=Path("x"), action_horizon=0)

@@ -10,8 +10,7 @@ import pytest
 
 from dp_policy.data_spec import DataSpec
 from dp_policy.evaluation.config import EvalConfig
-from dp_policy.evaluation.pusht_adapter import UnmappableSpecError
-from dp_policy.evaluation.task_binding import TaskBinding
+from dp_policy.evaluation.task_binding import TaskBinding, UnmappableSpecError
 from dp_policy.evaluation.task_eval import run_task_evaluation, task_of_spec, write_task_outputs
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "config"

@@ -7,6 +7,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from dp_sim.tasks import TASK_NAMES
+
 POLICY_KINDS = ("diffusion", "expert")
 DEVICES = ("auto", "cpu", "cuda")
 # The Diffusion Policy paper's PushT protocol.
@@ -35,6 +37,7 @@ class EvalConfig:
 
     checkpoint: Path | None = None
     policy: str = "diffusion"
+    task: str = "pusht"  # the dp_sim.tasks task the episodes run on
     episodes: int = PAPER_EPISODES
     start_seed: int = PAPER_START_SEED
     max_steps: int = PAPER_MAX_STEPS
@@ -54,6 +57,8 @@ class EvalConfig:
     def __post_init__(self) -> None:
         if self.policy not in POLICY_KINDS:
             raise ValueError(f"policy must be one of {POLICY_KINDS}, got {self.policy!r}")
+        if self.task not in TASK_NAMES:
+            raise ValueError(f"task must be one of {TASK_NAMES}, got {self.task!r}")
         if self.policy == "diffusion" and self.checkpoint is None:
             raise ValueError("a diffusion policy evaluation needs a checkpoint directory")
         if self.policy == "expert" and self.checkpoint is not None:

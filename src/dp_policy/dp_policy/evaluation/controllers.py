@@ -1,15 +1,16 @@
 """What drives the robot during an evaluation: a diffusion policy checkpoint or the expert.
 
 A controller receives, for a batch of episodes (slots) that need a new plan, the observation
-histories ``{key: (B, To, ...)}`` and the latest task states, and returns for each a plan: the
-joint set points ``(n, 2)`` (x, y in metres) due at the plan's step and the ``n - 1`` steps
-after it. The rollout decides when to ask and which set point is executed when.
+histories ``{key: (B, To, ...)}`` and the task's latest messages per episode, and returns for
+each a plan: the set-point vectors ``(n, D)`` (the task's command joints side by side, in its
+order, SI units) due at the plan's step and the ``n - 1`` steps after it. The rollout decides
+when to ask and which set point is executed when.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Protocol
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -17,21 +18,12 @@ import torch
 from dp_policy.checkpoint import CheckpointError
 from dp_policy.config import PolicyConfig
 from dp_policy.data_spec import DataSpec
-from dp_policy.evaluation.pusht_adapter import sim_messages
 from dp_policy.normalizer import ACTION_KEY
 from dp_policy.policy import DiffusionPolicy
-from dp_sim.expert import PushTExpert
-from dp_sim.mapping import (
-    joints_to_pixels,
-    pixels_to_joints,
-    quaternion_to_yaw,
-    world_pose_to_task,
-)
-from dp_sim.pusht_robot import TaskState
 
 
-class SpecAdapter(Protocol):
-    """A checkpoint's data spec bound to a simulated task (``PushTAdapter``, ``TaskBinding``)."""
+class SpecBinding(Protocol):
+    """A checkpoint's data spec bound to a simulated task (``TaskBinding``)."""
 
     spec: DataSpec
 
@@ -51,9 +43,9 @@ class Controller(Protocol):
         self,
         slots: Sequence[int],
         observations: Mapping[str, np.ndarray],
-        states: Sequence[TaskState],
+        messages: Sequence[Mapping[str, Any]],
     ) -> np.ndarray:
-        """Set points ``(B, n, 2)``: (x, y) joint positions in metres, one per step."""
+        """Set points ``(B, n, D)`` in the task's command order, one vector per step."""
 
 
 def noise_generator(env_seed: int, noise_seed: int) -> torch.Generator:
@@ -63,9 +55,9 @@ def noise_generator(env_seed: int, noise_seed: int) -> torch.Generator:
     return torch.Generator(device="cpu").manual_seed(int(state[0]) & (2**63 - 1))
 
 
-def check_policy_matches_spec(config: PolicyConfig, adapter: SpecAdapter) -> None:
+def check_policy_matches_spec(config: PolicyConfig, binding: SpecBinding) -> None:
     """The checkpoint's network must take what the spec's streams give and predict its joints."""
-    spec = adapter.spec
+    spec = binding.spec
     expected = spec.observation_spec()
     observed = config.observation
     if dict(observed.cameras) != dict(expected.cameras) or dict(observed.low_dim) != dict(
@@ -96,15 +88,15 @@ class DiffusionController:
     def __init__(
         self,
         policy: DiffusionPolicy,
-        adapter: SpecAdapter,
+        binding: SpecBinding,
         num_inference_steps: int | None = None,
         scheduler: str | None = None,
         noise_seed: int = 0,
         action_horizon: int | None = None,
     ) -> None:
-        check_policy_matches_spec(policy.config, adapter)
+        check_policy_matches_spec(policy.config, binding)
         self.policy = policy.eval()
-        self.adapter = adapter
+        self.binding = binding
         self.num_inference_steps = num_inference_steps or policy.config.noise.num_inference_steps
         self.scheduler = scheduler or policy.config.noise.inference_scheduler
         policy.inference_scheduler(self.scheduler)  # fail now on an unknown scheduler name
@@ -154,7 +146,7 @@ class DiffusionController:
         self,
         slots: Sequence[int],
         observations: Mapping[str, np.ndarray],
-        states: Sequence[TaskState],
+        messages: Sequence[Mapping[str, Any]],
     ) -> np.ndarray:
         sequence = self.sample(observations, [self._generators[slot] for slot in slots])
         start = self.observation_horizon - 1
@@ -163,42 +155,32 @@ class DiffusionController:
         self.predictions += 1
         if not np.all(np.isfinite(actions)):
             raise FloatingPointError("the policy predicted NaN or infinite actions")
-        return self.adapter.command_vector(actions)
+        return self.binding.command_vector(actions)
 
 
 class ExpertController:
-    """dp_sim's scripted expert, seeing the sim's messages as ``dp_sim.expert_node`` does."""
+    """A task's scripted expert (``SimTask.make_expert``), one per episode, seeing the task's
+    messages as its expert node does; each plan is one set point, held until the next."""
 
     observation_horizon = 1
 
-    def __init__(self) -> None:
-        self._experts: dict[int, PushTExpert] = {}
+    def __init__(self, make_expert: Callable[[], Any]) -> None:
+        self._make_expert = make_expert
+        self._experts: dict[int, Any] = {}
         self.predictions = 0
 
     def reset(self, slot: int, seed: int) -> None:
-        self._experts[slot] = PushTExpert()
+        self._experts[slot] = self._make_expert()
 
     def plan(
         self,
         slots: Sequence[int],
         observations: Mapping[str, np.ndarray],
-        states: Sequence[TaskState],
+        messages: Sequence[Mapping[str, Any]],
     ) -> np.ndarray:
-        plans = []
-        for slot, state in zip(slots, states, strict=True):
-            messages = sim_messages(state)
-            agent = joints_to_pixels(np.asarray(messages["joint_states"].position))
-            block = _task_pose(messages["pusht/block_pose"])
-            goal = _task_pose(messages["pusht/goal_pose"])
-            target = self._experts[slot].act(agent, block, goal)
-            # One point, held until the next: the joystick-style command the expert node sends.
-            plans.append(pixels_to_joints(target)[None])
+        plans = [
+            np.asarray(self._experts[slot].act(latest), dtype=np.float64)[None]
+            for slot, latest in zip(slots, messages, strict=True)
+        ]
         self.predictions += 1
         return np.stack(plans)
-
-
-def _task_pose(message: object) -> np.ndarray:
-    pose = message.pose  # type: ignore[attr-defined]
-    q = pose.orientation
-    yaw = quaternion_to_yaw(q.x, q.y, q.z, q.w)
-    return world_pose_to_task(pose.position.x, pose.position.y, yaw)

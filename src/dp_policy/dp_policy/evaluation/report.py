@@ -1,4 +1,9 @@
-"""The evaluation's outputs: ``eval.json``, a PNG montage of rollouts, a coverage plot."""
+"""The evaluation's outputs: ``eval.json``, a PNG montage of rollouts, a plot of the score
+over time (``coverage.png``: PushT's score is the coverage of the goal).
+
+Score keys are named by the task's score name: PushT's eval.json has ``mean_max_coverage``
+and per episode ``max_coverage``, ``final_coverage`` and ``coverage_trace``.
+"""
 
 from __future__ import annotations
 
@@ -15,7 +20,6 @@ import numpy as np
 
 from dp_policy.evaluation.config import SUCCESS_THRESHOLD, ExecutionPlan
 from dp_policy.evaluation.runner import EvaluationResult
-from dp_sim.pusht_robot import CONTROL_PERIOD_S
 
 REPORT_FORMAT = "dp_policy.eval"
 REPORT_VERSION = 1
@@ -71,13 +75,24 @@ def _parallelism(policy: str, plan: ExecutionPlan) -> str:
     )
 
 
+# How the report names each task and its expert.
+_TASK_TITLES = {"pusht": "PushT (gym_pusht/PushT-v0 through dp_sim.PushTRobot)"}
+_EXPERT_SOURCES = {"pusht": "dp_sim.expert.PushTExpert"}
+
+
+def _title(task: str) -> str:
+    return "PushT" if task == "pusht" else task
+
+
 def build_report(result: EvaluationResult) -> dict[str, Any]:
-    config, plan = result.config, result.plan
+    config, plan, task = result.config, result.plan, result.task
     episodes = result.episodes
     successes = [e for e in episodes if e.success]
     timings = result.timings
+    score = task.score_name
     if config.policy == "expert":
-        policy: dict[str, Any] = {"kind": "expert", "source": "dp_sim.expert.PushTExpert"}
+        source = _EXPERT_SOURCES.get(task.name, f"dp_sim.tasks: the {task.name} task's expert")
+        policy: dict[str, Any] = {"kind": "expert", "source": source}
         observation_horizon, action_horizon = 1, 1
     else:
         assert result.checkpoint is not None
@@ -88,14 +103,14 @@ def build_report(result: EvaluationResult) -> dict[str, Any]:
         "format": REPORT_FORMAT,
         "format_version": REPORT_VERSION,
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "task": "PushT (gym_pusht/PushT-v0 through dp_sim.PushTRobot)",
+        "task": _TASK_TITLES.get(task.name, f"{task.name} (dp_sim.tasks)"),
         "policy": policy,
         "protocol": {
             "episodes": config.episodes,
             "start_seed": config.start_seed,
             "seeds": config.seeds,
             "max_steps": config.max_steps,
-            "control_period_s": 0.1,
+            "control_period_s": task.control_period,
             "reward": f"min(coverage / {SUCCESS_THRESHOLD}, 1) per step (gym-pusht)",
             "score": "mean over episodes of each episode's maximum reward",
             "success": f"coverage > {SUCCESS_THRESHOLD} at some step (the episode ends there)",
@@ -116,7 +131,7 @@ def build_report(result: EvaluationResult) -> dict[str, Any]:
             "success_rate": round(result.success_rate, 6),
             "successes": len(successes),
             "episodes": len(episodes),
-            "mean_max_coverage": _mean([e.max_coverage for e in episodes]),
+            f"mean_max_{score}": _mean([e.max_score for e in episodes]),
             "mean_steps_of_successes": _mean([float(e.steps) for e in successes]),
             "failed_seeds": [e.seed for e in episodes if not e.success],
         },
@@ -130,7 +145,7 @@ def build_report(result: EvaluationResult) -> dict[str, Any]:
         "machine": machine_info(plan.device),
         "montage": MONTAGE_NAME if any(e.frames for e in episodes) else None,
         "coverage_plot": COVERAGE_PLOT_NAME,
-        "episodes": [e.to_json() for e in episodes],
+        "episodes": [e.to_json(score) for e in episodes],
     }
 
 
@@ -144,6 +159,8 @@ def write_montage(result: EvaluationResult, path: Path) -> bool:
     rows = [e for e in result.episodes if e.frames]
     if not rows:
         return False
+    period = result.task.control_period
+    label = "cov" if result.task.score_name == "coverage" else result.task.score_name
     columns = max(len(e.frames) for e in rows)
     figure = Figure(figsize=(1.7 * columns, 1.85 * len(rows) + 0.5), dpi=110)
     axes = figure.subplots(len(rows), columns, squeeze=False)
@@ -154,15 +171,16 @@ def write_montage(result: EvaluationResult, path: Path) -> bool:
             if column >= len(episode.frames):
                 ax.axis("off")
                 continue
-            step, image, coverage = episode.frames[column]
+            step, image, score = episode.frames[column]
             ax.imshow(image, interpolation="nearest")
-            ax.set_title(f"t={step * 0.1:.1f} s, cov {coverage:.2f}", fontsize=7, pad=2)
+            ax.set_title(f"t={step * period:.1f} s, {label} {score:.2f}", fontsize=7, pad=2)
         outcome = "success" if episode.success else "failure"
+        reward = "reward" if "max_reward" in episode.details else "score"
         row[0].set_ylabel(
-            f"seed {episode.seed}\n{outcome}, reward {episode.max_reward:.2f}", fontsize=7
+            f"seed {episode.seed}\n{outcome}, {reward} {episode.score:.2f}", fontsize=7
         )
     figure.suptitle(
-        f"PushT {result.config.name}: score {result.mean_score:.3f}, "
+        f"{_title(result.task.name)} {result.config.name}: score {result.mean_score:.3f}, "
         f"success {result.success_rate:.0%} over {len(result.episodes)} episodes",
         fontsize=9,
     )
@@ -172,7 +190,8 @@ def write_montage(result: EvaluationResult, path: Path) -> bool:
 
 
 def write_coverage_plot(result: EvaluationResult, path: Path) -> None:
-    """Coverage over time, one thin line per episode: where each got and when it stalled."""
+    """The score (PushT: coverage) over time, one thin line per episode: where each got and
+    when it stalled."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -180,20 +199,19 @@ def write_coverage_plot(result: EvaluationResult, path: Path) -> None:
     from matplotlib.lines import Line2D
 
     episodes = result.episodes
+    period, score = result.task.control_period, result.task.score_name
     figure = Figure(figsize=(8.0, 4.0), dpi=110)
     ax = figure.subplots()
     colors = {True: "tab:green", False: "tab:red"}
     for episode in episodes:
-        # The trace holds the coverage after steps 1, 2, ...: step k ends at k control periods.
-        times = CONTROL_PERIOD_S * np.arange(1, len(episode.coverage_trace) + 1)
-        ax.plot(
-            times, episode.coverage_trace, color=colors[episode.success], linewidth=0.7, alpha=0.6
-        )
+        # The trace holds the score after steps 1, 2, ...: step k ends at k control periods.
+        times = period * np.arange(1, len(episode.score_trace) + 1)
+        ax.plot(times, episode.score_trace, color=colors[episode.success], linewidth=0.7, alpha=0.6)
     ax.axhline(SUCCESS_THRESHOLD, color="black", linestyle="--", linewidth=1.0)
-    ax.set_xlim(0.0, result.config.max_steps * CONTROL_PERIOD_S)
+    ax.set_xlim(0.0, result.config.max_steps * period)
     ax.set_ylim(0.0, 1.02)  # a line at full coverage stays visible
     ax.set_xlabel("time (s)")
-    ax.set_ylabel("coverage of the goal")
+    ax.set_ylabel("coverage of the goal" if score == "coverage" else score)
     ax.legend(
         handles=[
             Line2D([], [], color=colors[True], label="success"),
@@ -205,10 +223,10 @@ def write_coverage_plot(result: EvaluationResult, path: Path) -> None:
         bbox_to_anchor=(1.01, 1.0),
         fontsize=7,
     )
-    mean_max = float(np.mean([e.max_coverage for e in episodes]))
+    mean_max = float(np.mean([e.max_score for e in episodes]))
     successes = sum(e.success for e in episodes)
     ax.set_title(
-        f"PushT {result.config.name}: mean max coverage {mean_max:.3f}, "
+        f"{_title(result.task.name)} {result.config.name}: mean max {score} {mean_max:.3f}, "
         f"{successes}/{len(episodes)} successes",
         fontsize=9,
     )
@@ -217,7 +235,8 @@ def write_coverage_plot(result: EvaluationResult, path: Path) -> None:
 
 
 def write_outputs(result: EvaluationResult, directory: Path) -> dict[str, Any]:
-    """Write ``eval.json``, ``montage.png`` and ``coverage.png`` into ``directory``.
+    """Write ``eval.json``, ``montage.png`` (where episodes kept frames) and ``coverage.png``
+    into ``directory``.
 
     Returns the report.
     """

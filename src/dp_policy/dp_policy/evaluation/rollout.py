@@ -1,18 +1,22 @@
-"""Episodes of the PushT task under a controller, in lockstep, with the served timing.
+"""Episodes of any ``dp_sim.tasks.SimTask`` under a controller, in lockstep, as served.
 
 Receding horizon as the paper evaluates it and the inference node serves it: at step k the
 controller sees the To newest observations (``ObservationHistory`` on the dt grid, the start
 of an episode padded with its first observation, as in training), returns a plan of set points
-due at steps k, k+1, ..., and the robot executes one set point per 10 Hz step; a new plan is
-asked for when the current one would run out. ``latency_steps`` L models the ROS loop: a plan
-made from the observation of step k arrives at step k+L, so its first L set points are already
-in the past and dropped, the previous plan's set points (or, at the start, the position held
-at reset) fill the gap, and the next plan is asked for L steps before the current one ends.
-L = 0 is the paper's protocol. After its last point a plan's final set point is held, as the
-trajectory controller does.
+due at steps k, k+1, ..., and the robot executes one set point per control period; a new plan
+is asked for when the current one would run out. ``latency_steps`` L models the ROS loop: a
+plan made from the observation of step k arrives at step k+L, so its first L set points are
+already in the past and dropped, the previous plan's set points (or, at the start, what the
+controllers hold after a reset) fill the gap, and the next plan is asked for L steps before
+the current one ends. L = 0 is the paper's protocol. After its last point a plan's final set
+point is held, as a trajectory controller does.
 
-Episodes of one group advance together so that the policy samples all their chunks in one
-batched call; an episode leaves the group when it succeeds or reaches the step limit.
+Set points are vectors in the task's order (its command topics' joints side by side); each
+step splits them per controller. The task knows nothing of the policy and the loop nothing of
+the task: it resets, reads messages, steps, and reads success, the score and, at the end, the
+task's own facts of the episode. Episodes of one group advance together so that the policy
+samples all their chunks in one batched call; an episode leaves the group when it succeeds or
+reaches the step limit.
 """
 
 from __future__ import annotations
@@ -20,20 +24,14 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
 from dp_policy.evaluation.controllers import Controller
-from dp_policy.evaluation.pusht_adapter import DEFAULT_IMAGE_SIZE, PushTAdapter
+from dp_policy.evaluation.task_binding import TaskBinding, join_setpoints, split_setpoints
 from dp_policy.runtime import ObservationHistory
-from dp_sim.mapping import (
-    JOINT_LOWER_LIMIT,
-    JOINT_UPPER_LIMIT,
-    joints_to_pixels,
-    pixels_to_joints,
-    task_pose_to_world,
-)
-from dp_sim.pusht_robot import CONTROL_PERIOD_S, PushTRobot, TaskState
+from dp_sim.tasks import SimTask
 
 
 @dataclass(frozen=True)
@@ -55,41 +53,57 @@ class RolloutSettings:
 
 @dataclass
 class EpisodeResult:
-    """One episode's outcome. Rewards are the task's, min(coverage / 0.95, 1)."""
+    """One episode's outcome; ``score`` is the task's (PushT: coverage; the arm: 1 when solved).
+
+    ``details`` holds the task's own facts of the episode (``SimTask.episode_details``: PushT's
+    highest reward, final pusher position and T pose).
+    """
 
     seed: int
-    max_reward: float
-    max_coverage: float
-    final_coverage: float
     success: bool
-    steps: int
     success_step: int | None
+    steps: int
+    max_score: float
+    final_score: float
     plans: int
-    clamped_setpoints: int  # set points outside the joint limits (the sim clamps them)
-    final_agent_position: list[float]  # joints (x, y), m
-    final_block_pose: list[float]  # world (x m, y m, yaw rad)
-    # Coverage after each step (t = 0.1 s, 0.2 s, ...): how the episode got to its outcome.
-    coverage_trace: list[float] = field(default_factory=list, repr=False)
-    # Montage episodes only: (step, camera image, coverage) at evenly spaced steps.
+    clamped_setpoints: int  # set points outside the joint limits (the controller clamps them)
+    # The score after each step (t = dt, 2 dt, ...): how the episode got to its outcome.
+    score_trace: list[float] = field(default_factory=list, repr=False)
+    details: dict[str, Any] = field(default_factory=dict)
+    # Montage episodes only: (step, camera image, score) at evenly spaced steps.
     frames: list[tuple[int, np.ndarray, float]] = field(default_factory=list, repr=False)
 
-    def to_json(self) -> dict:
-        """The episode for eval.json (frames go to the montage, not the JSON)."""
+    @property
+    def score(self) -> float:
+        """The episode's score for the protocol: its highest reward where the task has one
+        (PushT), else its highest task score."""
+        return float(self.details.get("max_reward", self.max_score))
+
+    def to_json(self, score_name: str = "score") -> dict[str, Any]:
+        """The episode for eval.json, its score keys named by the task's ``score_name``
+        (frames go to the montage, not the JSON)."""
         return {
             "seed": self.seed,
-            "max_reward": round(self.max_reward, 6),
-            "max_coverage": round(self.max_coverage, 6),
-            "final_coverage": round(self.final_coverage, 6),
             "success": self.success,
-            "steps": self.steps,
             "success_step": self.success_step,
+            "steps": self.steps,
+            f"max_{score_name}": round(self.max_score, 6),
+            f"final_{score_name}": round(self.final_score, 6),
             "plans": self.plans,
             "clamped_setpoints": self.clamped_setpoints,
-            "final_agent_position": [round(v, 6) for v in self.final_agent_position],
-            "final_block_pose": [round(v, 6) for v in self.final_block_pose],
+            **{key: _rounded(value) for key, value in self.details.items()},
             # 4 decimals: a plot's resolution, and 300 of them per episode stay readable.
-            "coverage_trace": [round(v, 4) for v in self.coverage_trace],
+            f"{score_name}_trace": [round(v, 4) for v in self.score_trace],
         }
+
+
+def _rounded(value: Any) -> Any:
+    """Floats to 6 decimals, inside lists too; anything else as it is."""
+    if isinstance(value, float):
+        return round(value, 6)
+    if isinstance(value, list | tuple):
+        return [_rounded(item) for item in value]
+    return value
 
 
 class PlanSchedule:
@@ -103,7 +117,7 @@ class PlanSchedule:
     def __init__(self, latency_steps: int, hold: np.ndarray) -> None:
         self.latency = latency_steps
         self.hold = np.asarray(hold, dtype=np.float64)
-        # (issued step, set points (n, 2)), oldest first: the one in force and those in flight.
+        # (issued step, set points (n, D)), oldest first: the one in force and those in flight.
         self._plans: list[tuple[int, np.ndarray]] = []
         self.count = 0
 
@@ -117,7 +131,7 @@ class PlanSchedule:
     def add(self, step: int, setpoints: np.ndarray) -> None:
         setpoints = np.asarray(setpoints, dtype=np.float64)
         if setpoints.ndim != 2 or setpoints.shape[0] < 1:
-            raise ValueError(f"a plan needs set points (n, 2), got shape {setpoints.shape}")
+            raise ValueError(f"a plan needs set points (n, D), got shape {setpoints.shape}")
         self._plans.append((step, setpoints))
         self.count += 1
 
@@ -134,17 +148,16 @@ class PlanSchedule:
 @dataclass
 class _Episode:
     seed: int
-    robot: PushTRobot
-    state: TaskState
+    task: SimTask
     history: ObservationHistory | None
     schedule: PlanSchedule
     keep_frames: bool
-    max_reward: float = 0.0
-    max_coverage: float = 0.0
+    messages: dict[str, Any] = field(default_factory=dict)  # of the latest state
+    max_score: float = 0.0
     success_step: int | None = None
     clamped: int = 0
-    coverage: list[float] = field(default_factory=list)  # after each step
-    # Montage episodes: (camera image, coverage) of the state after each step, the reset first.
+    scores: list[float] = field(default_factory=list)  # after each step
+    # Montage episodes: (camera image, score) of the state after each step, the reset first.
     frames: list[tuple[np.ndarray, float]] = field(default_factory=list)
 
 
@@ -161,37 +174,47 @@ def _frame_times(steps: int, count: int) -> list[int]:
 
 
 class RolloutRunner:
-    """Runs groups of episodes in lockstep; owns one robot per slot, reused across groups."""
+    """Runs groups of episodes in lockstep; one task per slot (``make_task()``), reused across
+    groups. ``binding`` None: the controller sees no observations, only the task's messages
+    (the scripted expert)."""
 
     def __init__(
         self,
+        make_task: Callable[[], SimTask],
         controller: Controller,
-        adapter: PushTAdapter | None,
+        binding: TaskBinding | None,
         settings: RolloutSettings,
     ) -> None:
+        self.make_task = make_task
         self.controller = controller
-        self.adapter = adapter
+        self.binding = binding
         self.settings = settings
         self.timing = RolloutTiming()
-        self._robots: list[PushTRobot] = []
-        self._image_size = adapter.image_size if adapter is not None else DEFAULT_IMAGE_SIZE
+        self._tasks: list[SimTask] = []
 
     def close(self) -> None:
-        for robot in self._robots:
-            robot.close()
-        self._robots.clear()
+        for task in self._tasks:
+            task.close()
+        self._tasks.clear()
 
-    def _robot(self, slot: int) -> PushTRobot:
-        while len(self._robots) <= slot:
-            width, height = self._image_size
-            self._robots.append(PushTRobot(width, height, self.settings.max_steps))
-        return self._robots[slot]
+    def _task(self, slot: int) -> SimTask:
+        while len(self._tasks) <= slot:
+            self._tasks.append(self.make_task())
+        return self._tasks[slot]
 
     def _observe(self, episode: _Episode, step: int) -> None:
-        if episode.history is not None and self.adapter is not None:
-            episode.history.add(step * CONTROL_PERIOD_S, self.adapter.observe(episode.state))
+        episode.messages = episode.task.messages()
+        if episode.history is not None and self.binding is not None:
+            observation = self.binding.observe(episode.messages)
+            episode.history.add(step * self.binding.spec.dt, observation)
+        self._keep_frame(episode)
+
+    @staticmethod
+    def _keep_frame(episode: _Episode) -> None:
         if episode.keep_frames:
-            episode.frames.append((episode.state.image, episode.state.coverage))
+            image = episode.task.frame()
+            if image is not None:
+                episode.frames.append((image, float(episode.task.score)))
 
     def run(
         self,
@@ -202,27 +225,27 @@ class RolloutRunner:
     ) -> list[EpisodeResult]:
         """Run one episode per seed, all in lockstep; results in the order of ``seeds``.
 
-        ``on_steps(n)`` reports n more environment steps done, ``on_episode`` each finished
-        episode (for progress bars).
+        Episodes of ``montage_seeds`` keep frames for a montage. ``on_steps(n)`` reports n
+        more environment steps done, ``on_episode`` each finished episode (progress bars).
         """
         latency = self.settings.latency_steps
         To = self.controller.observation_horizon
         episodes: list[_Episode] = []
         for slot, seed in enumerate(seeds):
-            robot = self._robot(slot)
-            state = robot.reset(int(seed))
+            task = self._task(slot)
+            task.reset(int(seed))
             history = (
-                ObservationHistory(To, CONTROL_PERIOD_S, self.adapter.keys)
-                if self.adapter is not None
+                ObservationHistory(To, self.binding.spec.dt, self.binding.keys)
+                if self.binding is not None
                 else None
             )
+            # As the controllers after a reset: hold the measured state until a command.
+            hold = join_setpoints(task.commands, task.held_setpoints())
             episode = _Episode(
                 seed=int(seed),
-                robot=robot,
-                state=state,
+                task=task,
                 history=history,
-                # As the sim's follower after a reset: hold the position until a command.
-                schedule=PlanSchedule(latency, pixels_to_joints(state.agent_position)),
+                schedule=PlanSchedule(latency, hold),
                 keep_frames=int(seed) in montage_seeds,
             )
             self.controller.reset(slot, int(seed))
@@ -237,7 +260,8 @@ class RolloutRunner:
             if due:
                 started = time.perf_counter()
                 observations = self._batch_observations([episodes[slot] for slot in due], step)
-                plans = self.controller.plan(due, observations, [episodes[s].state for s in due])
+                messages = [episodes[slot].messages for slot in due]
+                plans = self.controller.plan(due, observations, messages)
                 self.timing.controller_s += time.perf_counter() - started
                 for slot, setpoints in zip(due, plans, strict=True):
                     episodes[slot].schedule.add(step, setpoints)
@@ -246,19 +270,18 @@ class RolloutRunner:
             still_active = []
             for slot in active:
                 episode = episodes[slot]
-                setpoint = episode.schedule.setpoint(step)
-                if np.any((setpoint < JOINT_LOWER_LIMIT) | (setpoint > JOINT_UPPER_LIMIT)):
+                task = episode.task
+                setpoints = split_setpoints(task.commands, episode.schedule.setpoint(step))
+                if task.outside_limits(setpoints):
                     episode.clamped += 1
-                episode.state = episode.robot.step(joints_to_pixels(setpoint))
-                state = episode.state
-                episode.max_reward = max(episode.max_reward, state.reward)
-                episode.max_coverage = max(episode.max_coverage, state.coverage)
-                episode.coverage.append(float(state.coverage))
-                if state.success and episode.success_step is None:
-                    episode.success_step = state.steps
-                if state.done:
-                    if episode.keep_frames:
-                        episode.frames.append((state.image, state.coverage))
+                task.step(setpoints)
+                score = float(task.score)
+                episode.scores.append(score)
+                episode.max_score = max(episode.max_score, score)
+                if task.success and episode.success_step is None:
+                    episode.success_step = task.steps
+                if task.done or task.steps >= self.settings.max_steps:
+                    self._keep_frame(episode)
                     result = self._result(episode)
                     results[slot] = result
                     if on_episode is not None:
@@ -274,31 +297,29 @@ class RolloutRunner:
         return [results[slot] for slot in range(len(episodes))]
 
     def _batch_observations(self, episodes: list[_Episode], step: int) -> dict[str, np.ndarray]:
-        if self.adapter is None:
+        if self.binding is None:
             return {}
-        t = step * CONTROL_PERIOD_S
+        t = step * self.binding.spec.dt
         per_episode = [episode.history.at(t) for episode in episodes if episode.history]
-        return {key: np.stack([obs[key] for obs in per_episode]) for key in self.adapter.keys}
+        return {key: np.stack([obs[key] for obs in per_episode]) for key in self.binding.keys}
 
     def _result(self, episode: _Episode) -> EpisodeResult:
-        state = episode.state
+        task = episode.task
         frames: list[tuple[int, np.ndarray, float]] = []
-        if episode.keep_frames:
-            times = _frame_times(state.steps, self.settings.montage_frames)
+        if episode.frames:
+            times = _frame_times(task.steps, self.settings.montage_frames)
             frames = [(t, *episode.frames[t]) for t in times]
             episode.frames.clear()
         return EpisodeResult(
             seed=episode.seed,
-            max_reward=float(episode.max_reward),
-            max_coverage=float(episode.max_coverage),
-            final_coverage=float(state.coverage),
-            success=bool(episode.success_step is not None),
-            steps=int(state.steps),
+            success=episode.success_step is not None,
             success_step=episode.success_step,
+            steps=int(task.steps),
+            max_score=float(episode.max_score),
+            final_score=float(episode.scores[-1]) if episode.scores else 0.0,
             plans=episode.schedule.count,
             clamped_setpoints=episode.clamped,
-            final_agent_position=[float(v) for v in pixels_to_joints(state.agent_position)],
-            final_block_pose=list(task_pose_to_world(state.block_pose)),
-            coverage_trace=list(episode.coverage),
+            score_trace=list(episode.scores),
+            details=task.episode_details(),
             frames=frames,
         )

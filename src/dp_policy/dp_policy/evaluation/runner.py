@@ -1,4 +1,5 @@
-"""Run an evaluation: the episodes spread over worker processes, progress, results.
+"""Run an evaluation on any ``dp_sim.tasks`` task: the episodes spread over worker processes,
+progress, results.
 
 Worker processes are started with the 'spawn' context (no fork of a process that may hold a
 CUDA context or OpenMP threads) and receive the checkpoint *path*: each loads its own copy with
@@ -19,7 +20,7 @@ from typing import Any
 
 from dp_policy.checkpoint import read_checkpoint_manifest
 from dp_policy.config import PolicyConfig
-from dp_policy.data_spec import data_spec_from_checkpoint
+from dp_policy.data_spec import DataSpec, data_spec_from_checkpoint
 from dp_policy.evaluation.config import EvalConfig, ExecutionPlan, plan_execution
 from dp_policy.evaluation.controllers import (
     Controller,
@@ -27,9 +28,10 @@ from dp_policy.evaluation.controllers import (
     ExpertController,
     check_policy_matches_spec,
 )
-from dp_policy.evaluation.pusht_adapter import PushTAdapter
 from dp_policy.evaluation.rollout import EpisodeResult, RolloutRunner, RolloutSettings
+from dp_policy.evaluation.task_binding import TaskBinding, task_factory
 from dp_policy.schedulers import check_scheduler_name
+from dp_sim.tasks import SimTask
 
 
 class EvaluationError(RuntimeError):
@@ -46,6 +48,19 @@ class WorkerTiming:
     controller_calls: int = 0
 
 
+@dataclass(frozen=True)
+class TaskInfo:
+    """What the report needs to know of the task the episodes ran on."""
+
+    name: str
+    control_period: float  # s per step
+    score_name: str  # what its score measures ("coverage", "score")
+
+    @classmethod
+    def of(cls, task: SimTask) -> TaskInfo:
+        return cls(task.name, float(task.control_period), task.score_name)
+
+
 @dataclass
 class EvaluationResult:
     config: EvalConfig
@@ -53,29 +68,55 @@ class EvaluationResult:
     episodes: list[EpisodeResult]
     wall_time_s: float
     timings: list[WorkerTiming]
+    task: TaskInfo
     checkpoint: dict[str, Any] | None = None  # summary of the manifest and sampler settings
 
     @property
     def mean_score(self) -> float:
-        return sum(e.max_reward for e in self.episodes) / len(self.episodes)
+        """Mean of the episodes' scores: the highest reward where the task has one (PushT),
+        else the highest task score."""
+        return sum(e.score for e in self.episodes) / len(self.episodes)
 
     @property
     def success_rate(self) -> float:
         return sum(e.success for e in self.episodes) / len(self.episodes)
 
 
-def checkpoint_summary(config: EvalConfig) -> tuple[dict[str, Any], PushTAdapter]:
-    """Check, before any process starts, that the checkpoint can be evaluated on PushT.
+def _checked_binding(spec: DataSpec, task: SimTask, seed: int) -> TaskBinding:
+    """The spec bound to ``task``, its conversions tried on the messages of a reset."""
+    binding = TaskBinding(spec, task)
+    task.reset(seed)
+    binding.check_messages()
+    return binding
 
-    Reads the manifest only (no weights): the data spec must map onto the sim, the network
-    must take what the spec gives, the scheduler name must exist.
+
+def expert_task_info(config: EvalConfig) -> TaskInfo:
+    """The facts of the task the expert runs on (from one instance of it)."""
+    task = task_factory(None, config.task, config.max_steps)()
+    try:
+        return TaskInfo.of(task)
+    finally:
+        task.close()
+
+
+def checkpoint_summary(config: EvalConfig) -> tuple[dict[str, Any], TaskInfo]:
+    """Check, before any process starts, that the checkpoint can be evaluated on the task.
+
+    Reads the manifest only (no weights): the data spec must map onto the sim (its streams
+    read from the messages of a reset), the network must take what the spec gives, the
+    scheduler name must exist.
     """
     assert config.checkpoint is not None
     manifest = read_checkpoint_manifest(config.checkpoint)
     spec = data_spec_from_checkpoint(config.checkpoint)
-    adapter = PushTAdapter(spec)
+    task = task_factory(spec, config.task, config.max_steps)()
+    try:
+        binding = _checked_binding(spec, task, config.start_seed)
+        info = TaskInfo.of(task)
+    finally:
+        task.close()
     policy_config = PolicyConfig.from_dict(manifest["policy_config"])
-    check_policy_matches_spec(policy_config, adapter)
+    check_policy_matches_spec(policy_config, binding)
     scheduler = config.scheduler or policy_config.noise.inference_scheduler
     check_scheduler_name(scheduler)
     steps = config.num_inference_steps or policy_config.noise.num_inference_steps
@@ -99,7 +140,7 @@ def checkpoint_summary(config: EvalConfig) -> tuple[dict[str, Any], PushTAdapter
         "data_spec": spec.to_dict(),
         "extra_metadata_keys": sorted((manifest.get("extra_metadata") or {}).keys()),
     }
-    return summary, adapter
+    return summary, info
 
 
 @dataclass(frozen=True)
@@ -112,24 +153,28 @@ class WorkerJob:
     seeds: tuple[int, ...]
 
 
-def _build_controller(job: WorkerJob) -> tuple[Controller, PushTAdapter | None]:
+def _build_controller(
+    job: WorkerJob, spec: DataSpec | None, template: SimTask
+) -> tuple[Controller, TaskBinding | None]:
+    """The job's controller; ``template``, a task of the job's, serves the expert's model of
+    the task (the arm's kinematics) and the binding's view of the task's topics."""
     config = job.config
-    if config.policy == "expert":
-        return ExpertController(), None
+    if spec is None:
+        return ExpertController(template.make_expert), None
     from dp_policy.checkpoint import load_checkpoint
 
     assert config.checkpoint is not None
-    adapter = PushTAdapter(data_spec_from_checkpoint(config.checkpoint))
+    binding = TaskBinding(spec, template)
     policy = load_checkpoint(config.checkpoint, device=job.plan.device)
     controller = DiffusionController(
         policy,
-        adapter,
+        binding,
         num_inference_steps=config.num_inference_steps,
         scheduler=config.scheduler,
         noise_seed=config.noise_seed,
         action_horizon=config.action_horizon,
     )
-    return controller, adapter
+    return controller, binding
 
 
 def run_share(
@@ -154,23 +199,33 @@ def _run_share(
     on_steps: Callable[[int], None] | None,
     on_episode: Callable[[EpisodeResult], None] | None,
 ) -> tuple[list[EpisodeResult], WorkerTiming]:
+    config = job.config
     started = time.perf_counter()
-    controller, adapter = _build_controller(job)
-    timing = WorkerTiming(load_s=time.perf_counter() - started)
-    settings = RolloutSettings(
-        max_steps=job.config.max_steps,
-        latency_steps=job.config.latency_steps,
-        montage_frames=job.config.montage_frames,
-    )
-    runner = RolloutRunner(controller, adapter, settings)
-    results: list[EpisodeResult] = []
+    spec = None
+    if config.policy == "diffusion":
+        assert config.checkpoint is not None
+        spec = data_spec_from_checkpoint(config.checkpoint)
+    make_task = task_factory(spec, config.task, config.max_steps)
+    template = make_task()
     try:
-        size = job.plan.batch_size
-        for start in range(0, len(job.seeds), size):
-            group = job.seeds[start : start + size]
-            results += runner.run(group, job.config.montage_seeds, on_steps, on_episode)
+        controller, binding = _build_controller(job, spec, template)
+        timing = WorkerTiming(load_s=time.perf_counter() - started)
+        settings = RolloutSettings(
+            max_steps=config.max_steps,
+            latency_steps=config.latency_steps,
+            montage_frames=config.montage_frames,
+        )
+        runner = RolloutRunner(make_task, controller, binding, settings)
+        results: list[EpisodeResult] = []
+        try:
+            size = job.plan.batch_size
+            for start in range(0, len(job.seeds), size):
+                group = job.seeds[start : start + size]
+                results += runner.run(group, config.montage_seeds, on_steps, on_episode)
+        finally:
+            runner.close()
     finally:
-        runner.close()
+        template.close()
     timing.controller_s = runner.timing.controller_s
     timing.env_s = runner.timing.env_s
     timing.controller_calls = getattr(controller, "predictions", 0)
@@ -213,7 +268,7 @@ class _Progress:
             self.bar.update(count)
 
     def episode(self, result: EpisodeResult) -> None:
-        self.scores.append(result.max_reward)
+        self.scores.append(result.score)
         if self.bar is not None:
             self.bar.update(self.max_steps - result.steps)
             mean = sum(self.scores) / len(self.scores)
@@ -224,12 +279,14 @@ class _Progress:
             self.bar.close()
 
 
-def run_evaluation(config: EvalConfig) -> EvaluationResult:
-    """Run every episode of ``config``; raises EvaluationError if a worker fails."""
-    plan = plan_execution(config)
-    summary = None
+def run_evaluation(config: EvalConfig, plan: ExecutionPlan | None = None) -> EvaluationResult:
+    """Run every episode of ``config`` (spread as ``plan`` says, by default as
+    ``plan_execution`` does); raises EvaluationError if a worker fails."""
+    plan = plan or plan_execution(config)
     if config.policy == "diffusion":
-        summary, _ = checkpoint_summary(config)
+        summary, task = checkpoint_summary(config)
+    else:
+        summary, task = None, expert_task_info(config)
     jobs = [
         WorkerJob(index, config, plan, tuple(share))
         for index, share in enumerate(plan.shares(config.seeds))
@@ -247,7 +304,7 @@ def run_evaluation(config: EvalConfig) -> EvaluationResult:
     wall = time.perf_counter() - started
     order = {seed: i for i, seed in enumerate(config.seeds)}
     episodes.sort(key=lambda e: order[e.seed])
-    return EvaluationResult(config, plan, episodes, wall, timings, summary)
+    return EvaluationResult(config, plan, episodes, wall, timings, task, summary)
 
 
 # A worker's last messages reach the queue before its process ends; a worker that ended this

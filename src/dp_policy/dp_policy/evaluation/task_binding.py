@@ -6,30 +6,108 @@ functions the dataset builder used on the recorded bags and the inference node u
 topics. Actions: each action stream of the spec is matched by topic to one of the task's
 command topics, and its joints by name to that controller's joints; every controller of the
 task must be commanded. A spec the task cannot serve is refused at construction, naming the
-stream and the reason.
+stream and the reason; what only shows with a message in hand (a field path the message
+lacks, a joint it does not carry) is refused by ``check_messages`` on a reset task.
+
+Which cameras the task renders, and at which size, follows from the spec's image streams
+(``spec_cameras``, ``task_factory``): a task renders all its cameras at one size.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from dp_policy.data_spec import DataSpec, StreamSpec
-from dp_policy.evaluation.pusht_adapter import StreamBinding, UnmappableSpecError
 from dp_policy.message_conversion import ConversionError, image_to_chw, pick_joints, read_fields
+
+try:  # dp_sim is needed only for evaluation; the rest of dp_policy does not depend on it.
+    from dp_sim.tasks import SimTask, make_task, task_cameras
+except ImportError as _error:  # pragma: no cover - depends on the installation
+    raise ImportError(
+        "dp_policy.evaluation needs the dp_sim package (the simulated tasks): build the "
+        "workspace or put src/dp_sim on PYTHONPATH"
+    ) from _error
 
 IMAGE_TYPE = "sensor_msgs/msg/Image"
 JOINT_STATE_TYPE = "sensor_msgs/msg/JointState"
 
 
-def _relative(topic: str, published: Mapping[str, str]) -> str | None:
+class UnmappableSpecError(ValueError):
+    """A data spec the simulated task cannot serve; the message names the stream and why."""
+
+
+Reader = Callable[[Mapping[str, Any]], np.ndarray]
+
+
+@dataclass(frozen=True)
+class StreamBinding:
+    """How one observation key is read: from which sim topic, with which conversion."""
+
+    key: str
+    topic: str  # as the spec names it
+    read: Reader
+
+
+def _relative(topic: str, published: Mapping[str, Any]) -> str | None:
     """The task's relative topic that ``topic`` names, in the root or any namespace."""
     for relative in published:
         if topic == f"/{relative}" or topic.endswith(f"/{relative}"):
             return relative
     return None
+
+
+def spec_cameras(
+    spec: DataSpec | None, task_name: str
+) -> tuple[tuple[str, ...], tuple[int, int] | None]:
+    """The cameras of ``task_name`` that the spec's image streams read, and the (width,
+    height) they need (None where no stream reads an image: the task's default size).
+
+    An image stream on a topic that no camera of the task publishes is left to the binding,
+    which refuses it naming the topics the task has.
+    """
+    images = [] if spec is None else [s for s in spec.observations if s.kind == "image"]
+    sizes = {(stream.shape[2], stream.shape[1]) for stream in images}
+    if len(sizes) > 1:
+        keys = sorted(stream.key for stream in images)
+        raise UnmappableSpecError(
+            f"image streams {keys} ask for different image sizes {sorted(sizes)}, but the "
+            f"{task_name} simulation renders its cameras at one size"
+        )
+    topics = task_cameras(task_name)
+    cameras: list[str] = []
+    for stream in images:
+        relative = _relative(stream.topic, {topic: None for topic in topics.values()})
+        camera = next((name for name, topic in topics.items() if topic == relative), None)
+        if camera is not None and camera not in cameras:
+            cameras.append(camera)
+    return tuple(cameras), next(iter(sizes), None)
+
+
+def task_factory(spec: DataSpec | None, task_name: str, max_steps: int) -> Callable[[], SimTask]:
+    """Makes task ``task_name`` as ``spec`` needs it: its cameras at the spec's image size,
+    episodes of at most ``max_steps`` (``spec`` None: the expert's, no cameras)."""
+    cameras, image_size = spec_cameras(spec, task_name)
+    return lambda: make_task(task_name, cameras, image_size, max_steps)
+
+
+def split_setpoints(
+    commands: Mapping[str, tuple[str, ...]], vector: np.ndarray
+) -> dict[str, np.ndarray]:
+    """A task-order set-point vector ``(D,)`` -> ``{command topic: (joints,)}``."""
+    sizes = [len(joints) for joints in commands.values()]
+    parts = np.split(np.asarray(vector, dtype=np.float64), np.cumsum(sizes)[:-1])
+    return dict(zip(commands, parts, strict=True))
+
+
+def join_setpoints(
+    commands: Mapping[str, tuple[str, ...]], setpoints: Mapping[str, np.ndarray]
+) -> np.ndarray:
+    """``{command topic: (joints,)}`` -> the task-order vector ``(D,)``."""
+    return np.concatenate([np.asarray(setpoints[topic]) for topic in commands])
 
 
 class TaskBinding:
@@ -86,12 +164,11 @@ class TaskBinding:
 
     def split(self, vector: np.ndarray) -> dict[str, np.ndarray]:
         """A task-order set-point vector ``(D,)`` -> ``{command topic: (joints,)}``."""
-        parts = np.split(np.asarray(vector, dtype=np.float64), np.cumsum(self._sizes)[:-1])
-        return dict(zip(self.task.commands, parts, strict=True))
+        return split_setpoints(self.task.commands, vector)
 
     def join(self, setpoints: Mapping[str, np.ndarray]) -> np.ndarray:
         """``{command topic: (joints,)}`` -> the task-order vector ``(D,)``."""
-        return np.concatenate([np.asarray(setpoints[topic]) for topic in self.task.commands])
+        return join_setpoints(self.task.commands, setpoints)
 
     # -- binding ------------------------------------------------------------------------------
 
@@ -108,9 +185,15 @@ class TaskBinding:
         message_type = published[relative]
         if stream.kind == "image":
             if message_type != IMAGE_TYPE or stream.message_type != IMAGE_TYPE:
+                compressed = (
+                    " (a policy trained on compressed frames saw compression artefacts that a "
+                    "raw-image evaluation would not reproduce)"
+                    if message_type == IMAGE_TYPE
+                    else ""
+                )
                 raise UnmappableSpecError(
                     f"{where}: the sim publishes {message_type} on /{relative}; image streams "
-                    f"are evaluated on raw {IMAGE_TYPE}"
+                    f"are evaluated on raw {IMAGE_TYPE}{compressed}"
                 )
             shape = stream.shape
             return StreamBinding(

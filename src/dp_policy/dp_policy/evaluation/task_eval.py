@@ -1,14 +1,16 @@
-"""Offline evaluation on a ``dp_sim.tasks`` task (Lift, Can): run, summarise, write outputs.
+"""Offline evaluation on the arm tasks (Lift, Can): the Robomimic protocol and its report.
 
 The paper's Robomimic protocol: 50 episodes from seed 100000, at most 400 steps at 20 Hz,
-success rate. One process, episodes in lockstep groups so that the policy samples their chunks
-together; CPU or CUDA for the policy, the simulation on the CPU.
+success rate. The episodes run as every task's do (``runner.run_evaluation``: the generic
+lockstep rollout over ``dp_sim.tasks``), here in one process, in lockstep groups so that the
+policy samples their chunks together; CPU or CUDA for the policy, the simulation on the CPU.
+This module only adds the arm's report: ``eval.json`` and ``outcomes.png``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,20 +18,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from dp_policy.checkpoint import load_checkpoint, read_checkpoint_manifest
-from dp_policy.data_spec import DataSpec, data_spec_from_checkpoint
-from dp_policy.evaluation.config import EvalConfig
-from dp_policy.evaluation.controllers import DiffusionController
+from dp_policy.checkpoint import read_checkpoint_manifest
+from dp_policy.data_spec import DataSpec
+from dp_policy.evaluation.config import EvalConfig, ExecutionPlan, resolve_device
 from dp_policy.evaluation.report import machine_info
-from dp_policy.evaluation.rollout import RolloutSettings
-from dp_policy.evaluation.task_binding import TaskBinding
-from dp_policy.evaluation.task_rollout import (
-    ArmExpertController,
-    TaskEpisodeResult,
-    TaskRolloutRunner,
-)
+from dp_policy.evaluation.rollout import EpisodeResult
+from dp_policy.evaluation.runner import run_evaluation
 
-ARM_MAX_STEPS = 400  # Robomimic's horizon for Lift and Can, 20 s at 20 Hz
 TASK_TOPIC_PREFIXES = {"lift": "/lift/", "can": "/can/"}
 
 
@@ -44,32 +39,11 @@ def task_of_spec(spec: DataSpec) -> str:
     return "pusht"
 
 
-def _cameras(spec: DataSpec) -> tuple[tuple[str, ...], tuple[int, int]]:
-    """The robosuite cameras and the (width, height) the spec's image streams need."""
-    from dp_sim.arm_robot import CAMERA_TOPICS
-
-    by_topic = {f"/{topic}/image_raw": camera for camera, topic in CAMERA_TOPICS.items()}
-    cameras, sizes = [], set()
-    for stream in spec.observations:
-        if stream.kind != "image":
-            continue
-        camera = next(
-            (name for topic, name in by_topic.items() if stream.topic.endswith(topic)), None
-        )
-        if camera is None:
-            raise ValueError(f"image stream {stream.key!r}: no arm camera publishes {stream.topic}")
-        cameras.append(camera)
-        sizes.add((stream.shape[2], stream.shape[1]))
-    if len(sizes) > 1:
-        raise ValueError(f"the image streams ask for different sizes {sorted(sizes)}")
-    return tuple(cameras), next(iter(sizes), (84, 84))
-
-
 @dataclass
 class TaskEvaluationResult:
     task: str
     config: EvalConfig
-    episodes: list[TaskEpisodeResult]
+    episodes: list[EpisodeResult]
     wall_time_s: float
     controller_s: float
     env_s: float
@@ -88,109 +62,39 @@ class TaskEvaluationResult:
 def run_task_evaluation(
     config: EvalConfig, task_name: str, group_size: int = 25
 ) -> TaskEvaluationResult:
-    """Evaluate ``config``'s checkpoint (or the expert) on ``task_name``."""
-    from dp_sim.tasks import make_task
-
-    started = time.perf_counter()
-    device = "cpu"
+    """Evaluate ``config``'s checkpoint (or the expert) on ``task_name``: one process, the
+    episodes in lockstep groups of ``group_size``."""
+    config = dataclasses.replace(config, task=task_name, montage_episodes=0)
+    device = "cpu" if config.policy == "expert" else resolve_device(config.device)
+    plan = ExecutionPlan(
+        device=device,
+        workers=1,
+        batch_size=min(group_size, config.episodes),
+        threads=config.threads or torch.get_num_threads(),
+    )
+    result = run_evaluation(config, plan)
+    timing = result.timings[0]
     checkpoint_summary = None
-    if config.policy == "expert":
-        spec_cameras: tuple[str, ...] = ()
-        image_size = (84, 84)
-        spec = None
-    else:
-        spec = data_spec_from_checkpoint(config.checkpoint)
-        spec_cameras, image_size = _cameras(spec)
-
-    def build() -> Any:
-        return make_task(task_name, spec_cameras, image_size, config.max_steps)
-
-    template = build()
-    try:
-        if spec is None:
-            binding = TaskBinding(_expert_spec(template), template)
-            controller = ArmExpertController(template)
-            uses_observations = False
-        else:
-            binding = TaskBinding(spec, template)
-            template.reset(config.start_seed)
-            binding.check_messages()
-            device = _device(config.device)
-            if config.threads:
-                torch.set_num_threads(config.threads)
-            policy = load_checkpoint(config.checkpoint, device=device)
-            controller = DiffusionController(
-                policy,
-                binding,
-                num_inference_steps=config.num_inference_steps,
-                scheduler=config.scheduler,
-                noise_seed=config.noise_seed,
-                action_horizon=config.action_horizon,
-            )
-            uses_observations = True
-            manifest = read_checkpoint_manifest(config.checkpoint)
-            checkpoint_summary = {
-                "path": str(config.checkpoint),
-                "step": manifest.get("step"),
-                "num_inference_steps": controller.num_inference_steps,
-                "scheduler": controller.scheduler,
-                "action_horizon": controller.action_horizon,
-            }
-    finally:
-        template.close()
-
-    settings = RolloutSettings(max_steps=config.max_steps, latency_steps=config.latency_steps)
-    runner = TaskRolloutRunner(build, controller, binding, settings, uses_observations)
-    seeds = list(range(config.start_seed, config.start_seed + config.episodes))
-    results: list[TaskEpisodeResult] = []
-    try:
-        for first in range(0, len(seeds), group_size):
-            results += runner.run(seeds[first : first + group_size])
-            if config.progress:
-                done = sum(r.success for r in results)
-                print(
-                    f"  [eval {task_name}] {len(results)}/{len(seeds)}: {done} solved", flush=True
-                )
-    finally:
-        runner.close()
+    if result.checkpoint is not None:
+        assert config.checkpoint is not None
+        manifest = read_checkpoint_manifest(config.checkpoint)
+        checkpoint_summary = {
+            "path": str(config.checkpoint),
+            "step": manifest.get("step"),
+            "num_inference_steps": result.checkpoint["num_inference_steps"],
+            "scheduler": result.checkpoint["scheduler"],
+            "action_horizon": result.checkpoint["action_horizon"],
+        }
     return TaskEvaluationResult(
         task=task_name,
         config=config,
-        episodes=results,
-        wall_time_s=time.perf_counter() - started,
-        controller_s=runner.timing.controller_s,
-        env_s=runner.timing.env_s,
+        episodes=result.episodes,
+        wall_time_s=result.wall_time_s,
+        controller_s=timing.controller_s,
+        env_s=timing.env_s,
         device=device,
         checkpoint=checkpoint_summary,
     )
-
-
-def _device(requested: str) -> str:
-    if requested == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return requested
-
-
-def _expert_spec(task: Any) -> DataSpec:
-    """A spec commanding every controller of ``task`` with its joints: the expert's."""
-    from dp_policy.data_spec import StreamSpec
-
-    streams = [
-        StreamSpec(
-            key=f"command_{index}",
-            topic=f"/{topic}",
-            kind="joint_trajectory",
-            joints=tuple(joints),
-        )
-        for index, (topic, joints) in enumerate(task.commands.items())
-    ]
-    observation = StreamSpec(
-        key="joints",
-        topic="/joint_states",
-        kind="joint_state",
-        joints=tuple(task.commands[next(iter(task.commands))]),
-    )
-    return DataSpec(dt=task.control_period, observations=(observation,), actions=tuple(streams))
 
 
 def write_task_outputs(result: TaskEvaluationResult, directory: Path) -> dict[str, Any]:
@@ -221,7 +125,7 @@ def write_task_outputs(result: TaskEvaluationResult, directory: Path) -> dict[st
         "timing": {"controller_s": round(result.controller_s, 1), "env_s": round(result.env_s, 1)},
         "device": result.device,
         "machine": machine_info(result.device),
-        "episodes": [episode.to_json() for episode in episodes],
+        "episodes": [episode.to_json("score") for episode in episodes],
     }
     (directory / "eval.json").write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
     _outcome_plot(result, directory / "outcomes.png")
