@@ -108,7 +108,8 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
         "warmup_iterations",
         3,
         "Inferences run at configure on synthetic observations: CUDA kernels and allocator are "
-        "ready before the first real chunk, and their latency seeds the chunk scheduler.",
+        "ready before the first real chunk, and their latency seeds the chunk scheduler (on "
+        "wall-clock time; on simulated time it learns the turnaround from the first chunk).",
         value_range=(1, 100),
     ),
     ParameterSpec(

@@ -25,7 +25,6 @@ from __future__ import annotations
 import functools
 import importlib
 import sys
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -159,7 +158,10 @@ class _Session:
     latency: LatencyWindow = field(default_factory=LatencyWindow)
     active: bool = False
     in_flight: bool = False
-    submitted_at: float = 0.0
+    # The request's time on the node's clock (simulated time under use_sim_time): the
+    # scheduler plans on that clock, so a turnaround measured on another would request
+    # chunks too early in a slowed simulation and too late in a sped-up one.
+    submitted_at_ns: int = 0
     sequence: int = 0
     # Results of requests made before the latest activation belong to an earlier stream.
     first_sequence: int = 1
@@ -416,8 +418,12 @@ class PolicyNode(LifecycleNode):
             raise
         scheduler = ChunkScheduler(plan.dt, plan.action_horizon, settings.latency_margin)
         latency = LatencyWindow()
+        # Warm-up latencies are wall-clock seconds; on simulated time the scheduler learns the
+        # turnaround on the simulation's clock from the first chunk on instead.
+        on_sim_time = bool(self.get_parameter("use_sim_time").value)
         for seconds in report.steady_latencies:
-            scheduler.record_turnaround(seconds)
+            if not on_sim_time:
+                scheduler.record_turnaround(seconds)
             latency.add(seconds)
         buffers = ObservationBuffers(
             [
@@ -570,7 +576,7 @@ class PolicyNode(LifecycleNode):
         session.sequence += 1
         if session.worker.submit(history.observations, history.stamp_ns, session.sequence):
             session.in_flight = True
-            session.submitted_at = time.perf_counter()
+            session.submitted_at_ns = now
 
     def _on_results(self) -> None:
         session = self._session
@@ -581,10 +587,10 @@ class PolicyNode(LifecycleNode):
 
     def _handle_result(self, session: _Session, result: Any) -> None:
         session.in_flight = False
-        turnaround = time.perf_counter() - session.submitted_at
         if not session.active or result.sequence < session.first_sequence:
             return
         now = self._now_ns()
+        turnaround = max(0, now - session.submitted_at_ns) / 1e9
         if result.error is not None:
             if session.faults.report(INFERENCE_SUBJECT, "inference_error", result.error):
                 self.get_logger().error(f"inference failed: {result.error}")

@@ -176,6 +176,8 @@ class FeedSettings:
     joint_nanosec: int | None = None
     # Simulated time: every stamp is wall time + clock_offset, and /clock is published.
     clock_offset: float | None = None
+    # Simulated seconds per wall second since the feed started (a slowed or sped-up sim).
+    clock_rate: float = 1.0
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -201,6 +203,7 @@ class ObservationFeed:
         self.published = 0
         # Stamps of the images sent, in nanoseconds: chunks must name one of them.
         self.image_stamps: set[int] = set()
+        self._started = time.time()
         self._timer = node.create_timer(period, self._tick)
 
     def update(self, **changes: Any) -> None:
@@ -213,6 +216,7 @@ class ObservationFeed:
             settings = FeedSettings(**vars(self.settings))
         now = time.time()
         if settings.clock_offset is not None:
+            now = self._started + (now - self._started) * settings.clock_rate
             now += settings.clock_offset
             self._clock_pub.publish(self._clock_type(clock=_stamp(now)))
         if settings.camera:

@@ -384,6 +384,40 @@ def test_runs_on_simulated_time(ros_processes, graph_probe, checkpoints):
         assert -0.005 <= due - predicted < 0.15
 
 
+def test_a_slowed_simulation_keeps_up_on_its_own_clock(ros_processes, graph_probe, checkpoints):
+    """A simulation at a tenth of real time (a CPU rendering cameras): the turnaround that
+    decides when the next chunk is requested is measured on the simulated clock. An inference
+    that, with the margin, would not fit twice into a chunk's execution in wall seconds takes
+    a tenth of that in simulated seconds, so the node keeps up and does not call itself slow."""
+    rate, margin = 0.1, 0.25
+    feed = ObservationFeed(graph_probe)
+    feed.update(clock_offset=-1_000_000.0, clock_rate=rate)
+    node = start_node(
+        ros_processes,
+        checkpoint=str(checkpoints["camera"]),
+        autostart=True,
+        max_step=[10.0],
+        use_sim_time=True,
+        latency_margin=margin,
+        num_inference_steps=100,  # the checkpoint's whole schedule: slow on purpose
+        warmup_iterations=1,
+    )
+    statuses = StatusWatcher(graph_probe)
+    trajectories = TimedCollector(graph_probe, TRAJECTORY_TOPIC, JointTrajectory)
+    assert node.wait_for_output("active:", timeout=120.0), node.output()
+    trajectories.wait_for(4, timeout=120.0)
+    status = statuses.latest()
+    chunk_s = (TA - 1) * DT
+    # The premise: measured in wall seconds this inference would not fit ...
+    wall = status.inference_latency_p50
+    assert 2 * (wall + margin) > chunk_s, f"inference took {wall:.3f} s: too fast to tell"
+    # ... and in simulated seconds it does.
+    assert 2 * (rate * status.inference_latency_p99 + margin) < chunk_s, "too slow to serve"
+    assert status.state == PolicyStatus.STATE_RUNNING, status.message
+    assert "cannot keep up" not in status.message, status.message
+    assert "cannot keep up" not in node.output(), node.output()
+
+
 def test_default_threads_leave_cores_free_and_a_slow_node_says_so(
     ros_processes, graph_probe, checkpoints
 ):
