@@ -36,6 +36,7 @@ from dp_sim.tasks import (
     IMAGE,
     JOINT_STATE,
     POSE_STAMPED,
+    StateTaskMixin,
     image_message,
     pose_message,
 )
@@ -111,7 +112,7 @@ class PushTTaskExpert:
         return pixels_to_joints(self._expert.act(agent, block, goal))
 
 
-class PushTTask:
+class PushTTask(StateTaskMixin):
     """One PushT environment as a ``SimTask``: score = coverage of the goal."""
 
     name = "pusht"
@@ -156,18 +157,6 @@ class PushTTask:
     @property
     def score(self) -> float:
         return float(self.state.coverage)
-
-    @property
-    def success(self) -> bool:
-        return self.state.success
-
-    @property
-    def steps(self) -> int:
-        return self.state.steps
-
-    @property
-    def done(self) -> bool:
-        return self.state.done
 
     def frame(self) -> np.ndarray:
         return self.state.image

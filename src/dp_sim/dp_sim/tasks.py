@@ -181,7 +181,26 @@ class ArmTaskExpert:
         return np.concatenate([setpoint, [fingers]])
 
 
-class ArmTask:
+class StateTaskMixin:
+    """``success``, ``steps`` and ``done`` of a task whose ``state`` carries them (PushT's
+    ``TaskState``, the arm's ``ArmState``)."""
+
+    state: Any
+
+    @property
+    def success(self) -> bool:
+        return self.state.success
+
+    @property
+    def steps(self) -> int:
+        return self.state.steps
+
+    @property
+    def done(self) -> bool:
+        return self.state.done
+
+
+class ArmTask(StateTaskMixin):
     """The simulated Panda on Lift or Can (``ArmRobot``) as a ``SimTask``: score = success."""
 
     control_period = CONTROL_PERIOD_S
@@ -248,18 +267,6 @@ class ArmTask:
     @property
     def score(self) -> float:
         return float(self.state.success)
-
-    @property
-    def success(self) -> bool:
-        return self.state.success
-
-    @property
-    def steps(self) -> int:
-        return self.state.steps
-
-    @property
-    def done(self) -> bool:
-        return self.state.done
 
     def frame(self) -> np.ndarray | None:
         images = self.state.images
