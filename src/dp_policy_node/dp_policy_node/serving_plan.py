@@ -16,6 +16,7 @@ import numpy as np
 
 from dp_policy import NoiseScheduleConfig
 from dp_policy.data_spec import DataSpec, StreamSpec
+from dp_policy.field_encodings import split_field
 from dp_policy_node.fast_path import fast_sampling_unsupported
 from dp_policy_node.parameters import NodeSettings
 
@@ -23,6 +24,8 @@ IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
 JOINT_STATE_TYPE = "sensor_msgs/msg/JointState"
 # A joint whose training range is (nearly) zero gives no scale for a step limit.
 _MIN_RANGE = 1e-9
+# Rounding of a normalised encoding's components (float64, then float32 in the message path).
+_UNIT_TOLERANCE = 1e-6
 # The model computes in float32: a larger magnitude would reach it as inf.
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 
@@ -354,6 +357,25 @@ def _widening(factor: float) -> str:
     return f"widened on both sides by observation_range_factor {factor:g} x its width"
 
 
+def _unit_bounded_encodings(plausible: PlausibleRange) -> PlausibleRange:
+    """Encoded orientation values (``pose.orientation:quaternion.y``) are bounded by [-1, 1].
+
+    Their training range says how the objects were turned in the demonstrations, not what is
+    physical: a can standing upright in every demonstration has quaternion x and y within
+    +-0.01, and a can tipped by 4 degrees while grasped (y 0.032) was refused as a broken sensor
+    and stopped the robot (the Can demo, seed 100004). Every encoding normalises what it reads,
+    so a broken publisher cannot push these values out of [-1, 1]; the check stays for the raw
+    fields beside them.
+    """
+    low, high = plausible.low.copy(), plausible.high.copy()
+    reasons = list(plausible.reasons)
+    for index, name in enumerate(plausible.names):
+        if split_field(name)[1] is not None:
+            low[index], high[index] = -1.0 - _UNIT_TOLERANCE, 1.0 + _UNIT_TOLERANCE
+            reasons[index] = "the components of a normalised orientation encoding"
+    return PlausibleRange(plausible.names, low, high, tuple(reasons))
+
+
 def _plausible_range(
     stream: StreamSpec,
     manifest: dict[str, Any],
@@ -376,7 +398,9 @@ def _plausible_range(
         # No usable statistics (an older or hand-made checkpoint): float32 range only.
         low = high = np.zeros(len(names))
     plausible = _widened(names, low, high, factor, "training range")
-    if stream.kind != "joint_state" or stream.joint_field != "position" or factor <= 0:
+    if stream.kind == "fields":
+        return _unit_bounded_encodings(plausible)
+    if stream.joint_field != "position" or factor <= 0:
         return plausible
     lower, upper = plausible.low.copy(), plausible.high.copy()
     reasons = list(plausible.reasons)

@@ -439,3 +439,57 @@ def test_duplicate_joint_names_and_unnormalised_stamps_are_refused(checkpoints) 
         stamp_nanoseconds(overflowing, joints.topic)
     assert refused.value.cause == BAD_STAMP
     assert "header.stamp.nanosec 1000000000, which must be below" in refused.value.message
+
+
+def test_a_tilted_object_is_plausible_however_upright_it_stood_in_training() -> None:
+    # The Can demo's case: the can stood upright in every demonstration (quaternion x, y within
+    # about +-0.01), then tipped by 4 degrees while grasped; the old bound refused it as a
+    # broken sensor and the robot stopped. Raw fields keep their widened training range.
+    from dp_policy_node.serving_plan import ObservationStream, _plausible_range
+
+    fields = ("pose.position.z", "pose.orientation:quaternion")
+    names = ("pose.position.z", *(f"pose.orientation:quaternion.{c}" for c in "xyzw"))
+    spec = SimpleNamespace(kind="fields", key="object", names=names, joint_field="position")
+    manifest = {
+        "normalizer": {
+            "object": {
+                "min": [0.8, -0.004, -0.004, -0.01, 0.999],
+                "max": [0.9, 0.007, 0.007, 0.01, 1.0],
+            }
+        }
+    }
+    plausible = _plausible_range(spec, manifest, 2.0, {})
+    np.testing.assert_allclose(plausible.low[0], 0.6)  # 0.8 - 2 x 0.1
+    np.testing.assert_allclose(plausible.high[1:], 1.0, atol=1e-5)
+    stream = ObservationStream(
+        key="object",
+        topic="/can/object_pose",
+        kind="fields",
+        message_type="geometry_msgs/msg/PoseStamped",
+        shape=(),
+        joints=(),
+        joint_field="position",
+        fields=fields,
+        align_max_age=0.2,
+        stale_age=0.2,
+        plausible=plausible,
+    )
+    tilt = math.radians(4.0)
+
+    def pose(z: float, quaternion: tuple[float, float, float, float]) -> SimpleNamespace:
+        x, y, qz, w = quaternion
+        orientation = SimpleNamespace(x=x, y=y, z=qz, w=w)
+        return SimpleNamespace(
+            pose=SimpleNamespace(position=SimpleNamespace(z=z), orientation=orientation)
+        )
+
+    tipped = (0.0, math.sin(tilt / 2), 0.0, math.cos(tilt / 2))
+    values = convert(stream, pose(0.85, tipped))
+    np.testing.assert_allclose(values[2], math.sin(tilt / 2))
+    # Upside down and turned: still a rotation, still served.
+    convert(stream, pose(0.85, (1.0, 0.0, 0.0, 0.0)))
+    # A huge raw quaternion normalises to a rotation; a position far outside is refused.
+    convert(stream, pose(0.85, (0.0, 3e30, 0.0, 1e30)))
+    with pytest.raises(ObservationRejectedError) as refused:
+        convert(stream, pose(5.0, tipped))
+    assert refused.value.cause == IMPLAUSIBLE and "pose.position.z is 5" in refused.value.message
