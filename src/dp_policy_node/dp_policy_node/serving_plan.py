@@ -384,7 +384,8 @@ def _plausible_range(
 ) -> PlausibleRange | None:
     """What a low-dim stream may plausibly report: its training range (the checkpoint's
     normaliser statistics) widened by ``factor`` x its width, and for positions of joints with
-    configured limits also those limits widened alike; beyond either is refused."""
+    configured limits also those limits widened alike; beyond either is refused. Values of an
+    encoded orientation are bounded by [-1, 1] instead (``_unit_bounded_encodings``)."""
     if stream.kind not in ("joint_state", "fields"):
         return None
     names = tuple(stream.names)

@@ -352,21 +352,27 @@ def _png_chunk(kind: bytes, body: bytes) -> bytes:
     return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", crc)
 
 
-def test_fields_streams_read_dotted_paths_and_refuse_nan() -> None:
+def _pose_fields_stream(topic: str, fields: tuple[str, ...], plausible=None):
+    """A ``fields`` stream of a PoseStamped topic, as a plan builds one."""
     from dp_policy_node.serving_plan import ObservationStream
 
-    stream = ObservationStream(
-        key="block_pose",
-        topic="/pusht/block_pose",
+    return ObservationStream(
+        key="pose",
+        topic=topic,
         kind="fields",
         message_type="geometry_msgs/msg/PoseStamped",
         shape=(),
         joints=(),
         joint_field="position",
-        fields=("pose.position.x", "pose.orientation.w"),
+        fields=fields,
         align_max_age=0.2,
         stale_age=0.2,
+        plausible=plausible,
     )
+
+
+def test_fields_streams_read_dotted_paths_and_refuse_nan() -> None:
+    stream = _pose_fields_stream("/pusht/block_pose", ("pose.position.x", "pose.orientation.w"))
     pose = SimpleNamespace(position=SimpleNamespace(x=0.5), orientation=SimpleNamespace(w=1.0))
     np.testing.assert_array_equal(convert(stream, SimpleNamespace(pose=pose)), [0.5, 1.0])
     pose.position.x = math.nan
@@ -445,7 +451,7 @@ def test_a_tilted_object_is_plausible_however_upright_it_stood_in_training() -> 
     # The Can demo's case: the can stood upright in every demonstration (quaternion x, y within
     # about +-0.01), then tipped by 4 degrees while grasped; the old bound refused it as a
     # broken sensor and the robot stopped. Raw fields keep their widened training range.
-    from dp_policy_node.serving_plan import ObservationStream, _plausible_range
+    from dp_policy_node.serving_plan import _plausible_range
 
     fields = ("pose.position.z", "pose.orientation:quaternion")
     names = ("pose.position.z", *(f"pose.orientation:quaternion.{c}" for c in "xyzw"))
@@ -461,19 +467,7 @@ def test_a_tilted_object_is_plausible_however_upright_it_stood_in_training() -> 
     plausible = _plausible_range(spec, manifest, 2.0, {})
     np.testing.assert_allclose(plausible.low[0], 0.6)  # 0.8 - 2 x 0.1
     np.testing.assert_allclose(plausible.high[1:], 1.0, atol=1e-5)
-    stream = ObservationStream(
-        key="object",
-        topic="/can/object_pose",
-        kind="fields",
-        message_type="geometry_msgs/msg/PoseStamped",
-        shape=(),
-        joints=(),
-        joint_field="position",
-        fields=fields,
-        align_max_age=0.2,
-        stale_age=0.2,
-        plausible=plausible,
-    )
+    stream = _pose_fields_stream("/can/object_pose", fields, plausible)
     tilt = math.radians(4.0)
 
     def pose(z: float, quaternion: tuple[float, float, float, float]) -> SimpleNamespace:
