@@ -302,7 +302,7 @@ def serve_backend(
     worker = InferenceWorker(
         directory,
         device=device,
-        num_inference_steps=10,
+        num_inference_steps=args.num_inference_steps,
         warmup_iterations=3,
         sampler_backend=backend,
         sampler_precision=args.sampler_precision,
@@ -412,6 +412,12 @@ def main() -> int:
     )
     parser.add_argument("--sampler-precision", default="auto", help="the worker's precision")
     parser.add_argument(
+        "--num-inference-steps",
+        type=int,
+        default=10,
+        help="denoising steps per chunk (the node's num_inference_steps; default: 10, DDIM-10)",
+    )
+    parser.add_argument(
         "--sampler-compile",
         action="store_true",
         help="torch.compile the fast backends (sampler_compile); start_s then includes it",
@@ -456,7 +462,7 @@ def main() -> int:
             # The random policies' timing; a trained checkpoint's is in its result.
             "dt": DT,
             "horizons": {"To": TO, "Tp": TP, "Ta": TA},
-            "num_inference_steps": 10,
+            "num_inference_steps": args.num_inference_steps,
             "scheduler": "DDIM",
             "latency_margin_s": LATENCY_MARGIN,
             "sampler_backends": args.sampler_backends.split(","),
