@@ -89,6 +89,9 @@ def test_the_node_drove_the_simulated_robot(tiny_run: Path) -> None:
     assert episode["steps"] == 30
     assert episode["chunks_received"] > 0
     assert episode["pusher_travel_m"] > 0.01
+    # The node's own counters over the episode (its logs throttle refusals to one a minute).
+    assert episode["predictions_rejected"] >= 0 and episode["observations_dropped"] >= 0
+    assert served["predictions_rejected"] == episode["predictions_rejected"]
 
 
 @pytest.mark.ros

@@ -368,7 +368,8 @@ def print_summary(summary: dict[str, object]) -> None:
     )
     print(
         f"served:    {srv['episodes']} episodes online, {srv['successes']} solved, mean highest "
-        f"score {srv['mean_max_coverage']:.3f}"
+        f"score {srv['mean_max_coverage']:.3f}; the node refused {srv['predictions_rejected']} "
+        f"predictions and dropped {srv['observations_dropped']} observations"
     )
     score = evl.get("mean_score")
     print(

@@ -93,6 +93,11 @@ class ServedEpisode:
     steps: int
     chunks_received: int
     pusher_travel_m: float
+    # From the node's PolicyStatus counters over the episode: predictions it refused (NaN,
+    # limits, max step) and observations it dropped (implausible, stale stamps). Its logs say
+    # such events at most once a minute per cause, so a stall shows here, not there.
+    predictions_rejected: int
+    observations_dropped: int
 
 
 class _Monitor:
@@ -103,6 +108,7 @@ class _Monitor:
         self.lock = threading.Lock()
         self.events: queue.Queue[EpisodeEvent] = queue.Queue()
         self.status: PolicyStatus | None = None
+        self.statuses_received = 0
         self.reset_counters()
 
     def reset_counters(self) -> None:
@@ -111,6 +117,7 @@ class _Monitor:
             self.chunks = 0
             self.travel = 0.0
             self.last_position: tuple[float, float] | None = None
+            self.counters_at_start = _status_counters(getattr(self, "status", None))
 
     def on_score(self, msg: Float64 | Bool) -> None:
         with self.lock:
@@ -128,7 +135,27 @@ class _Monitor:
             self.last_position = position
 
     def on_status(self, msg: PolicyStatus) -> None:
-        self.status = msg
+        with self.lock:
+            self.status = msg
+            self.statuses_received += 1
+
+    def counters_since_reset(self) -> tuple[int, int]:
+        """(predictions rejected, observations dropped) since ``reset_counters``."""
+        now = _status_counters(self.status)
+        return now[0] - self.counters_at_start[0], now[1] - self.counters_at_start[1]
+
+    def wait_for_next_status(self, timeout: float) -> None:
+        """Counters are published at 1 Hz (and on a change of state): wait for one status
+        newer than this moment, so that the episode's last second is counted."""
+        with self.lock:
+            seen = self.statuses_received
+        wait_until(lambda: self.statuses_received > seen, timeout=timeout)
+
+
+def _status_counters(status: PolicyStatus | None) -> tuple[int, int]:
+    if status is None:
+        return 0, 0
+    return int(status.predictions_rejected), int(status.observations_dropped)
 
 
 def serve(
@@ -208,7 +235,9 @@ def serve(
                 raise StageError(f"{STAGE}: {task.reset_service} refused seed {seed}")
             monitor.reset_counters()
             stop = _wait_for_stop(pm, monitor, episode_timeout)
+            monitor.wait_for_next_status(timeout=1.5 / real_time_factor)
             with monitor.lock:
+                rejected, dropped = monitor.counters_since_reset()
                 results.append(
                     ServedEpisode(
                         seed=seed,
@@ -217,6 +246,8 @@ def serve(
                         steps=_steps(stop.notes),
                         chunks_received=monitor.chunks,
                         pusher_travel_m=monitor.travel,
+                        predictions_rejected=rejected,
+                        observations_dropped=dropped,
                     )
                 )
             last = results[-1]
@@ -224,7 +255,8 @@ def serve(
                 f"  [serve] episode {index + 1}/{episodes} seed {seed}: success={last.success} "
                 f"max score {last.max_coverage:.3f}, {last.steps} steps, "
                 f"{last.chunks_received} chunks, first two joints moved "
-                f"{last.pusher_travel_m:.3f}",
+                f"{last.pusher_travel_m:.3f}; the node refused {last.predictions_rejected} "
+                f"predictions and dropped {last.observations_dropped} observations",
                 flush=True,
             )
         if monitor.status is not None:
@@ -268,5 +300,7 @@ def summarize(results: list[ServedEpisode]) -> dict[str, object]:
         "mean_max_coverage": (
             sum(r.max_coverage for r in results) / len(results) if results else 0.0
         ),
+        "predictions_rejected": sum(r.predictions_rejected for r in results),
+        "observations_dropped": sum(r.observations_dropped for r in results),
         "episodes_list": [asdict(r) for r in results],
     }
