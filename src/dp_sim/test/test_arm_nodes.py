@@ -62,6 +62,34 @@ def wait_for_event(events, kind: int, name: str, timeout: float) -> EpisodeEvent
     raise TimeoutError(f"no episode event {kind} for {name}: got {events.messages}")
 
 
+def starts_of(events, name: str, count: int, timeout: float) -> list[EpisodeEvent]:
+    """The first ``count`` START events of episodes named ``name``, in order."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        starts = [
+            event
+            for event in list(events.messages)
+            if event.event == EpisodeEvent.EVENT_START and event.episode_name == name
+        ]
+        if len(starts) >= count:
+            return starts[:count]
+        time.sleep(0.02)
+    raise TimeoutError(f"fewer than {count} starts of {name}: got {events.messages}")
+
+
+def first_pose_of_episode(objects, start: EpisodeEvent, timeout: float) -> PoseStamped:
+    """The first object pose stamped at or after ``start``: poses of the episode before it may
+    still be in flight when a reset returns, so order of arrival does not tell them apart."""
+    begins = (start.header.stamp.sec, start.header.stamp.nanosec)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for message in list(objects.messages):
+            if (message.header.stamp.sec, message.header.stamp.nanosec) >= begins:
+                return message
+        time.sleep(0.02)
+    raise TimeoutError(f"no object pose stamped at or after {begins}")
+
+
 def test_sensors_cameras_and_goal_of_the_can_task(ros_processes, graph_probe) -> None:
     joints = graph_probe.collect_sensor_data("/joint_states", JointState)
     front = graph_probe.collect_sensor_data("/front_camera/image_raw", Image)
@@ -151,19 +179,18 @@ def test_the_expert_lifts_the_cube_over_ros_and_a_reset_repeats_an_episode(
         ResetSimulation, "/lift/reset", ResetSimulation.Request(seed=100003)
     )
     assert response.success, response.message
-    first = objects.wait_for(count=1, timeout=20.0)[-1].pose.position
+    (start,) = starts_of(events, "lift_seed_100003", 1, timeout=20.0)
+    first = first_pose_of_episode(objects, start, timeout=20.0).pose.position
     # About 40 steps (2 simulated seconds) when the expert answers within a step.
     stop = wait_for_event(events, EpisodeEvent.EVENT_STOP, "lift_seed_100003", timeout=90.0)
     assert stop.success, stop.notes
-    count = len(objects.messages)
     response = graph_probe.call_service(
         ResetSimulation, "/lift/reset", ResetSimulation.Request(seed=100003)
     )
     assert response.success
-    graph_probe.wait_until(
-        lambda: len(objects.messages) > count + 1, timeout=20.0, what="poses after the reset"
-    )
-    again = objects.messages[count + 1].pose.position
+    _, restart = starts_of(events, "lift_seed_100003", 2, timeout=20.0)
+    assert restart.episode_index > start.episode_index
+    again = first_pose_of_episode(objects, restart, timeout=20.0).pose.position
     assert (again.x, again.y) == pytest.approx((first.x, first.y), abs=1e-3)
     assert expert.stop() == 0
 
