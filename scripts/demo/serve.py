@@ -117,7 +117,7 @@ class _Monitor:
             self.chunks = 0
             self.travel = 0.0
             self.last_position: tuple[float, float] | None = None
-            self.counters_at_start = _status_counters(getattr(self, "status", None))
+            self.counters_at_start = _status_counters(self.status)
 
     def on_score(self, msg: Float64 | Bool) -> None:
         with self.lock:

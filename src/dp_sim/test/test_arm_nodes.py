@@ -62,32 +62,23 @@ def wait_for_event(events, kind: int, name: str, timeout: float) -> EpisodeEvent
     raise TimeoutError(f"no episode event {kind} for {name}: got {events.messages}")
 
 
-def starts_of(events, name: str, count: int, timeout: float) -> list[EpisodeEvent]:
-    """The first ``count`` START events of episodes named ``name``, in order."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        starts = [
-            event
-            for event in list(events.messages)
-            if event.event == EpisodeEvent.EVENT_START and event.episode_name == name
-        ]
-        if len(starts) >= count:
-            return starts[:count]
-        time.sleep(0.02)
-    raise TimeoutError(f"fewer than {count} starts of {name}: got {events.messages}")
+def starts_of(events, name: str) -> list[EpisodeEvent]:
+    """The START events of episodes named ``name`` received so far, in order."""
+    return [
+        event
+        for event in list(events.messages)
+        if event.event == EpisodeEvent.EVENT_START and event.episode_name == name
+    ]
 
 
-def first_pose_of_episode(objects, start: EpisodeEvent, timeout: float) -> PoseStamped:
+def first_pose_of_episode(objects, start: EpisodeEvent) -> PoseStamped | None:
     """The first object pose stamped at or after ``start``: poses of the episode before it may
     still be in flight when a reset returns, so order of arrival does not tell them apart."""
     begins = (start.header.stamp.sec, start.header.stamp.nanosec)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for message in list(objects.messages):
-            if (message.header.stamp.sec, message.header.stamp.nanosec) >= begins:
-                return message
-        time.sleep(0.02)
-    raise TimeoutError(f"no object pose stamped at or after {begins}")
+    for message in list(objects.messages):
+        if (message.header.stamp.sec, message.header.stamp.nanosec) >= begins:
+            return message
+    return None
 
 
 def test_sensors_cameras_and_goal_of_the_can_task(ros_processes, graph_probe) -> None:
@@ -179,18 +170,27 @@ def test_the_expert_lifts_the_cube_over_ros_and_a_reset_repeats_an_episode(
         ResetSimulation, "/lift/reset", ResetSimulation.Request(seed=100003)
     )
     assert response.success, response.message
-    (start,) = starts_of(events, "lift_seed_100003", 1, timeout=20.0)
-    first = first_pose_of_episode(objects, start, timeout=20.0).pose.position
+    name = "lift_seed_100003"
+    graph_probe.wait_until(lambda: starts_of(events, name), 20.0, "the episode's start")
+    start = starts_of(events, name)[0]
+    graph_probe.wait_until(
+        lambda: first_pose_of_episode(objects, start), 20.0, "a pose of the episode"
+    )
+    first = first_pose_of_episode(objects, start).pose.position
     # About 40 steps (2 simulated seconds) when the expert answers within a step.
-    stop = wait_for_event(events, EpisodeEvent.EVENT_STOP, "lift_seed_100003", timeout=90.0)
+    stop = wait_for_event(events, EpisodeEvent.EVENT_STOP, name, timeout=90.0)
     assert stop.success, stop.notes
     response = graph_probe.call_service(
         ResetSimulation, "/lift/reset", ResetSimulation.Request(seed=100003)
     )
     assert response.success
-    _, restart = starts_of(events, "lift_seed_100003", 2, timeout=20.0)
+    graph_probe.wait_until(lambda: len(starts_of(events, name)) >= 2, 20.0, "the restart")
+    restart = starts_of(events, name)[1]
     assert restart.episode_index > start.episode_index
-    again = first_pose_of_episode(objects, restart, timeout=20.0).pose.position
+    graph_probe.wait_until(
+        lambda: first_pose_of_episode(objects, restart), 20.0, "a pose after the reset"
+    )
+    again = first_pose_of_episode(objects, restart).pose.position
     assert (again.x, again.y) == pytest.approx((first.x, first.y), abs=1e-3)
     assert expert.stop() == 0
 
